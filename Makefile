@@ -1,0 +1,34 @@
+# The README's commands. Every target creates or reuses the environment in .venv/ first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
+
+.PHONY: env demo test bench clean-env
+
+env: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt setup.py
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q '$(call pin,setuptools)' $(call pin,ninja) $(call pin,wheel)
+	$(BIN)/pip install -q '$(call pin,torch)'
+	# mmcv has no wheel for this torch: build its compiled ops (NMS, RoIAlign) from source once;
+	# pip's wheel cache makes every later environment take seconds.
+	MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=$$(nproc) $(BIN)/pip install --no-build-isolation '$(call pin,mmcv)'
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
+	$(BIN)/python -c "from mmcv.ops import nms, RoIAlign; import mmdet, mmdet_sk"
+	touch $@
+
+demo: env
+	$(BIN)/python tools/run_demo.py
+
+test: env
+	$(BIN)/python -m pytest tests
+
+bench: env
+	$(BIN)/python tools/analysis_tools/benchmark_sk.py
+
+clean-env:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from .sk_attention import SKAttention
+
+__all__ = ['SKAttention']

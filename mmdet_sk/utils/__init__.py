@@ -1,0 +1,3 @@
+from .flops import thop_flops
+
+__all__ = ['thop_flops']

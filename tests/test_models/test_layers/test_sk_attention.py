@@ -1,0 +1,194 @@
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.utils import thop_flops
+
+
+class SeedSK(nn.Module):
+    """A plain transcription of the seed document's module: the reference of these tests."""
+
+    def __init__(self, channel=512, kernels=(1, 3, 5, 7), reduction=16, group=1, L=32):
+        super().__init__()
+        self.d = max(L, channel // reduction)
+        self.convs = nn.ModuleList([
+            nn.Sequential(
+                OrderedDict([('conv', nn.Conv2d(channel, channel, k, padding=k // 2,
+                                                groups=group)),
+                             ('bn', nn.BatchNorm2d(channel)), ('relu', nn.ReLU())]))
+            for k in kernels
+        ])
+        self.fc = nn.Linear(channel, self.d)
+        self.fcs = nn.ModuleList([nn.Linear(self.d, channel) for _ in kernels])
+        self.softmax = nn.Softmax(dim=0)
+
+    def forward(self, x):
+        B, C, H, W = x.size()
+        conv_outs = [conv(x) for conv in self.convs]
+        feats = torch.stack(conv_outs, 0)
+        U = sum(conv_outs)
+        S = U.mean(-1).mean(-1)
+        Z = self.fc(S)
+        weights = [fc(Z).view(B, C, 1, 1) for fc in self.fcs]
+        scale_weight = self.softmax(torch.stack(weights, 0))
+        return (scale_weight * feats).sum(0)
+
+
+def _pair(channels=64, **kwargs):
+    torch.manual_seed(0)
+    seed = SeedSK(channels, **kwargs)
+    ours = SKAttention(
+        channels,
+        kernels=kwargs.get('kernels', (1, 3, 5, 7)),
+        reduction=kwargs.get('reduction', 16),
+        groups=kwargs.get('group', 1),
+        L=kwargs.get('L', 32))
+    ours.load_state_dict(seed.state_dict(), strict=True)
+    return seed, ours
+
+
+def test_state_dict_keys_match_seed():
+    seed, ours = _pair()
+    assert list(seed.state_dict()) == list(ours.state_dict())
+
+
+@pytest.mark.parametrize('mode', ['train', 'eval'])
+@pytest.mark.parametrize('kwargs', [{}, dict(kernels=(3, 5), group=8, reduction=4, L=8)])
+def test_same_outputs_and_gradients_as_seed(mode, kwargs):
+    seed, ours = _pair(**kwargs)
+    if mode == 'eval':
+        # Give the running statistics something to carry first.
+        for m in (seed, ours):
+            m.train()
+            m(torch.randn(2, 64, 9, 9, generator=torch.Generator().manual_seed(1)))
+    getattr(seed, mode)()
+    getattr(ours, mode)()
+    x = torch.randn(2, 64, 11, 13, generator=torch.Generator().manual_seed(2))
+    xs, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ys, yo = seed(xs), ours(xo)
+    assert yo.shape == x.shape
+    torch.testing.assert_close(yo, ys, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ys)
+    ys.backward(g)
+    yo.backward(g)
+    torch.testing.assert_close(xo.grad, xs.grad, rtol=1e-4, atol=1e-5)
+    grads_seed = dict(seed.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, grads_seed[name].grad, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m: f'{name}: {m}')
+    for name, buf in ours.named_buffers():
+        torch.testing.assert_close(buf, dict(seed.named_buffers())[name])
+
+
+def test_seed_parameter_count_and_flops():
+    model = SKAttention(in_channels=512, reduction=8)
+    assert model.d == 64
+    assert sum(p.numel() for p in model.parameters()) == 22_192_192
+    # The seed's table: thop.profile on a (1, 512, 7, 7) input. Both modules, one counter.
+    x = torch.randn(1, 512, 7, 7)
+    assert thop_flops(model.eval(), (x, )) == 1_079_555_584
+    assert thop_flops(SeedSK(512, reduction=8).eval(), (x, )) == 1_079_555_584
+
+
+def test_dilated_paper_preset_shapes():
+    m = SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32, reduction=16, L=32)
+    assert m.convs[1].conv.dilation == (2, 2) and m.convs[1].conv.padding == (2, 2)
+    assert m.d == 32
+    for shape in [(1, 64, 1, 1), (2, 64, 7, 5), (1, 64, 2, 3), (3, 64, 16, 16)]:
+        m.eval()
+        assert m(torch.randn(shape)).shape == shape
+        m.train()
+        if shape[0] * shape[2] * shape[3] > 1:  # BN needs more than one value in training
+            assert m(torch.randn(shape)).shape == shape
+
+
+def test_selection_weights_are_a_softmax_over_branches():
+    m = SKAttention(32, kernels=(1, 3, 5)).eval()
+    feats, w = m.branch_weights(torch.randn(2, 32, 8, 8))
+    assert len(feats) == 3 and w.shape == (3, 2, 32)
+    torch.testing.assert_close(w.sum(0), torch.ones(2, 32))
+    assert (w > 0).all()
+
+
+def test_gradients_reach_every_parameter():
+    m = SKAttention(32, kernels=(3, 5), groups=4, reduction=4, L=4)
+    m.init_weights()
+    m(torch.randn(2, 32, 6, 6)).square().mean().backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_norm_and_act_configs_keep_layout():
+    m = SKAttention(32, kernels=(3, ), norm_cfg=dict(type='GN', num_groups=4),
+                    act_cfg=dict(type='SiLU'))
+    assert isinstance(m.convs[0].gn, nn.GroupNorm)
+    assert isinstance(m.convs[0].relu, nn.SiLU)
+    assert m(torch.randn(1, 32, 5, 5)).shape == (1, 32, 5, 5)
+
+
+@pytest.mark.parametrize('kwargs, error, words', [
+    (dict(kernels=(3, 4)), ValueError, ['kernels', 'odd']),
+    (dict(kernels=(0, )), ValueError, ['kernels', 'odd']),
+    (dict(kernels=()), ValueError, ['kernels', 'empty']),
+    (dict(kernels='35'), TypeError, ['kernels']),
+    (dict(kernels=(3.0, )), TypeError, ['kernels']),
+    (dict(groups=5), ValueError, ['in_channels', 'groups', 'divisible']),
+    (dict(reduction=0), ValueError, ['reduction', '>= 1']),
+    (dict(L=0), ValueError, ['`L`', '>= 1']),
+    (dict(kernels=(3, 5), dilations=(1, 2, 3)), ValueError, ['dilations', 'one entry']),
+    (dict(dilations=0), ValueError, ['dilations', 'positive']),
+    (dict(in_channels=0), ValueError, ['in_channels', '>= 1']),
+    (dict(in_channels=32.0), TypeError, ['in_channels', 'int']),
+])
+def test_bad_arguments_are_named(kwargs, error, words):
+    kwargs = dict(dict(in_channels=32), **kwargs)
+    with pytest.raises(error) as info:
+        SKAttention(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_non_4d_input_is_rejected():
+    with pytest.raises(ValueError, match='4-D input'):
+        SKAttention(8, kernels=(3, ))(torch.randn(8, 5, 5))
+
+
+def test_trace_and_export_match_eager():
+    m = SKAttention(16, kernels=(3, 5), groups=4, reduction=4, L=4).eval()
+    x = torch.randn(1, 16, 9, 7)
+    traced = torch.jit.trace(m, x)
+    torch.testing.assert_close(traced(x), m(x))
+    y = torch.randn(2, 16, 9, 7)
+    torch.testing.assert_close(traced(y), m(y))
+    exported = torch.export.export(m, (x, ))
+    torch.testing.assert_close(exported.module()(x), m(x))
+
+
+def test_own_init_survives_parent_kaiming():
+    """A parent that Kaiming-initialises every Conv2d must not decide SK's init."""
+    from mmengine.model import BaseModule
+
+    class Parent(BaseModule):
+
+        def __init__(self):
+            super().__init__(init_cfg=dict(type='Kaiming', layer='Conv2d', mode='fan_out'))
+            self.sk = SKAttention(256, kernels=(3, ))
+
+    torch.manual_seed(0)
+    parent = Parent()
+    parent.init_weights()
+    w = parent.sk.convs[0].conv.weight
+    # PyTorch's default conv init is uniform within 1/sqrt(fan_in); Kaiming-normal fan_out
+    # (std sqrt(2 / (256 * 9)) = 0.0295) exceeds that bound (0.0208) for a third of weights.
+    bound = 1 / (256 * 9)**0.5
+    assert w.abs().max() <= bound
+    assert parent.sk.is_init
+
+
+def test_init_cfg_is_honoured():
+    m = SKAttention(16, kernels=(3, ), init_cfg=dict(type='Constant', val=0.5, layer='Linear'))
+    m.init_weights()
+    assert torch.all(m.fc.weight == 0.5) and torch.all(m.fcs[0].weight == 0.5)

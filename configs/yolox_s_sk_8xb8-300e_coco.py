@@ -1,0 +1,22 @@
+# YOLOX-s with SK attention on CSPDarknet stages 2-4 and on the PAFPN outputs, COCO 300e.
+_base_ = 'mmdet::yolox/yolox_s_8xb8-300e_coco.py'
+
+custom_imports = dict(imports=['mmdet_sk'], allow_failed_imports=False)
+
+sk = dict(
+    type='SKAttention',
+    kernels=(3, 3),
+    dilations=(1, 2),
+    groups=32,
+    reduction=16,
+    L=32,
+    norm_cfg={{_base_.model.backbone.norm_cfg}},
+    act_cfg={{_base_.model.backbone.act_cfg}})
+model = dict(
+    backbone=dict(
+        type='PluginCSPDarknet',
+        plugins=[dict(cfg=sk, stages=(False, True, True, True), position='after_stage')]),
+    neck=[
+        {{_base_.model.neck}},
+        dict(type='LevelPlugins', in_channels=128, num_levels=3, plugin=sk)
+    ])

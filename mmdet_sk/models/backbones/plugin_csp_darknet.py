@@ -1,0 +1,59 @@
+# Copyright (c) mmdet-sk contributors. All rights reserved.
+"""CSPDarknet (YOLOX's backbone) with ResNet-style ``plugins`` on its stage outputs."""
+from typing import List, Optional
+
+from mmcv.cnn import build_plugin_layer
+from mmdet.models.backbones.csp_darknet import CSPDarknet
+from mmdet.registry import MODELS
+
+from .plugin_utils import check_plugins
+
+
+@MODELS.register_module()
+class PluginCSPDarknet(CSPDarknet):
+    """mmdet's :class:`CSPDarknet` that takes ``plugins`` as ResNet does.
+
+    Each plugin is appended to the stages it is enabled for (``position='after_stage'``), so it
+    acts on the stage's output, after the CSP layer. The stem is not a stage. Checkpoints of
+    ``CSPDarknet`` load unchanged; only the plugins' keys (``stage{i}.{n}.*``) are new.
+
+    Args:
+        plugins (list[dict], optional): Each a dict with ``cfg`` (the plugin config, built with
+            ``in_channels`` set to the stage's output channels), ``position='after_stage'`` and
+            optionally ``stages`` (one bool per stage, 4 for P5 and 5 for P6). Default: None.
+        **kwargs: The arguments of :class:`CSPDarknet`.
+    """
+    positions = ('after_stage', )
+
+    def __init__(self, plugins: Optional[List[dict]] = None, **kwargs) -> None:
+        arch = kwargs.get('arch_ovewrite') or self.arch_settings[kwargs.get('arch', 'P5')]
+        check_plugins(plugins or [], self.positions, 'CSPDarknet', num_stages=len(arch))
+        super().__init__(**kwargs)
+        widen = kwargs.get('widen_factor', 1.0)
+        self.plugin_layers = []
+        for plugin in plugins or []:
+            stages = plugin.get('stages') or (True, ) * len(arch)
+            for i, enabled in enumerate(stages):
+                if not enabled:
+                    continue
+                stage = getattr(self, f'stage{i + 1}')
+                cfg = dict(plugin['cfg'])
+                _, layer = build_plugin_layer(
+                    cfg, in_channels=int(arch[i][1] * widen), postfix=cfg.pop('postfix', ''))
+                stage.append(layer)
+                self.plugin_layers.append(layer)
+
+    def init_weights(self) -> None:
+        """Initialise as CSPDarknet, then let each plugin initialise itself.
+
+        The stages are plain ``nn.Sequential``, through which MMEngine does not reach a
+        plugin's own ``init_weights``. With a ``Pretrained`` init_cfg the checkpoint has the
+        last word, as in MMEngine.
+        """
+        super().init_weights()
+        cfgs = self.init_cfg if isinstance(self.init_cfg, list) else [self.init_cfg]
+        if any(cfg and cfg.get('type') == 'Pretrained' for cfg in cfgs):
+            return
+        for layer in self.plugin_layers:
+            if hasattr(layer, 'init_weights') and not getattr(layer, 'is_init', False):
+                layer.init_weights()

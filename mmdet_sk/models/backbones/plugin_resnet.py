@@ -1,0 +1,95 @@
+# Copyright (c) mmdet-sk contributors. All rights reserved.
+"""ResNet whose BasicBlock (ResNet-18/34) takes plugins, as mmdet's Bottleneck already does."""
+from typing import List, Optional
+
+from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
+from mmdet.registry import MODELS
+from torch import Tensor
+from torch.utils import checkpoint as cp
+
+from .plugin_utils import check_plugins
+
+
+class PluginBasicBlock(BasicBlock):
+    """mmdet's :class:`BasicBlock` with plugins after ``conv1`` and ``conv2``.
+
+    ``after_conv1`` acts on the activated output of the first conv, ``after_conv2`` on the
+    normalised output of the second conv, before the residual sum (the place of Bottleneck's
+    ``after_conv3``). The layers and their state-dict keys are BasicBlock's, plus the plugins.
+
+    Args:
+        inplanes (int): Input channels.
+        planes (int): Output channels.
+        plugins (list[dict], optional): Each a dict with ``cfg`` and ``position`` in
+            ``('after_conv1', 'after_conv2')``. Default: None.
+        *args, **kwargs: The other arguments of :class:`BasicBlock`.
+    """
+    positions = ('after_conv1', 'after_conv2')
+
+    # Bottleneck builds and runs its plugins with two helpers that only use ``self``.
+    make_block_plugins = Bottleneck.make_block_plugins
+    forward_plugin = Bottleneck.forward_plugin
+
+    def __init__(self,
+                 inplanes: int,
+                 planes: int,
+                 *args,
+                 plugins: Optional[List[dict]] = None,
+                 **kwargs) -> None:
+        super().__init__(inplanes, planes, *args, **kwargs)
+        plugins = plugins or []
+        check_plugins(plugins, self.positions, 'BasicBlock')
+        self.after_conv1_plugin_names = self.make_block_plugins(
+            planes, [p['cfg'] for p in plugins if p['position'] == 'after_conv1'])
+        self.after_conv2_plugin_names = self.make_block_plugins(
+            planes, [p['cfg'] for p in plugins if p['position'] == 'after_conv2'])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Forward function."""
+
+        def _inner_forward(x):
+            out = self.relu(self.norm1(self.conv1(x)))
+            out = self.forward_plugin(out, self.after_conv1_plugin_names)
+            out = self.norm2(self.conv2(out))
+            out = self.forward_plugin(out, self.after_conv2_plugin_names)
+            identity = x if self.downsample is None else self.downsample(x)
+            return out + identity
+
+        if self.with_cp and x.requires_grad:
+            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
+        else:
+            out = _inner_forward(x)
+        return self.relu(out)
+
+
+@MODELS.register_module()
+class PluginResNet(ResNet):
+    """mmdet's :class:`ResNet` with ``plugins`` checked up front and usable at every depth.
+
+    It is ``ResNet`` with two differences: ResNet-18/34 use :class:`PluginBasicBlock`, so
+    ``plugins`` work there too (positions ``after_conv1``/``after_conv2``), and ``plugins``
+    is validated when the backbone is built, with errors that name the field and the allowed
+    values. Checkpoints of ``ResNet`` load unchanged; only the plugins' keys are new.
+
+    Args:
+        depth (int): Depth of the ResNet, one of 18, 34, 50, 101, 152.
+        plugins (list[dict], optional): As for :class:`ResNet`: each dict has ``cfg``,
+            ``position`` and optionally ``stages`` (one bool per stage). Default: None.
+        **kwargs: The other arguments of :class:`ResNet`.
+    """
+
+    def __init__(self, depth: int, plugins: Optional[List[dict]] = None, **kwargs) -> None:
+        if depth in self.arch_settings:
+            block = self.arch_settings[depth][0]
+            positions = (PluginBasicBlock.positions
+                         if block is BasicBlock else ('after_conv1', 'after_conv2',
+                                                      'after_conv3'))
+            check_plugins(plugins or [], positions, f'ResNet-{depth}',
+                          num_stages=kwargs.get('num_stages', 4))
+        super().__init__(depth, plugins=plugins, **kwargs)
+
+    def make_res_layer(self, **kwargs):
+        """Build a stage, with :class:`PluginBasicBlock` in place of BasicBlock."""
+        if kwargs['block'] is BasicBlock:
+            kwargs['block'] = PluginBasicBlock
+        return super().make_res_layer(**kwargs)

@@ -1,0 +1,3 @@
+from .level_plugins import LevelPlugins
+
+__all__ = ['LevelPlugins']

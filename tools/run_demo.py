@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""The embedded demo: generate the shapes set if missing, train on CPU, evaluate, draw.
+
+    python tools/run_demo.py                      # SK demo (configs/demo/faster-rcnn_r18_sk_fpn_shapes.py)
+    python tools/run_demo.py --config configs/demo/faster-rcnn_r18_fpn_shapes.py   # baseline
+
+It runs ``tools/train.py`` and ``tools/test.py --show-dir`` as subprocesses, exactly as a user
+would, then prints the COCO bbox summary and where the checkpoint and the drawings are.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mmdet_sk.datasets import ensure_demo_data  # noqa: E402
+
+DEFAULT_CONFIG = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
+METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--config', default=DEFAULT_CONFIG, help='demo config')
+    parser.add_argument('--work-dir', help='default: work_dirs/<config name>')
+    parser.add_argument('--data-root', default='data/coco_shapes', help='generated data')
+    parser.add_argument('--cfg-options', nargs='+', default=[], help='passed to both tools')
+    return parser.parse_args()
+
+
+def run(cmd):
+    print('+', ' '.join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=ROOT)
+
+
+def last_scalars(work_dir):
+    """The metrics of the newest ``scalars.json`` under ``work_dir``."""
+    runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d)))
+    for run_dir in reversed(runs):
+        path = osp.join(work_dir, run_dir, 'vis_data', 'scalars.json')
+        if osp.isfile(path):
+            with open(path) as f:
+                rows = [json.loads(line) for line in f if line.strip()]
+            rows = [r for r in rows if 'coco/bbox_mAP' in r]
+            if rows:
+                return run_dir, rows[-1]
+    return None, {}
+
+
+def main():
+    args = parse_args()
+    start = time.time()
+    name = osp.splitext(osp.basename(args.config))[0]
+    work_dir = args.work_dir or osp.join('work_dirs', name)
+    ensure_demo_data(osp.join(ROOT, args.data_root))
+    extra = ['--cfg-options'] + args.cfg_options if args.cfg_options else []
+    py = sys.executable
+    run([py, 'tools/train.py', args.config, '--work-dir', work_dir] + extra)
+    with open(osp.join(ROOT, work_dir, 'last_checkpoint')) as f:
+        ckpt = f.read().strip()
+    test_dir = osp.join(work_dir, 'test')
+    run([py, 'tools/test.py', args.config, ckpt, '--work-dir', test_dir, '--show-dir', 'vis'] +
+        extra)
+    run_dir, scalars = last_scalars(osp.join(ROOT, test_dir))
+    print('\n=== mmdet-sk demo:', name)
+    print('COCO bbox  ' + '  '.join(f'{m[5:]}={scalars.get("coco/" + m, float("nan")):.3f}'
+                                    for m in METRICS))
+    print(f'checkpoint: {ckpt}')
+    print(f'drawn predictions: {osp.join(test_dir, run_dir or "<timestamp>", "vis")}')
+    print(f'wall time: {time.time() - start:.0f} s')
+
+
+if __name__ == '__main__':
+    main()

@@ -17,7 +17,12 @@ model = dict(
         in_channels=128, feat_channels=128, anchor_generator=dict(scales=[4])),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=128),
-        bbox_head=dict(in_channels=128, fc_out_channels=256, num_classes=len(classes))))
+        bbox_head=dict(in_channels=128, fc_out_channels=256, num_classes=len(classes))),
+    # At most ~6 objects per image: fewer proposals and RoI samples than COCO's defaults.
+    train_cfg=dict(
+        rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+        rcnn=dict(sampler=dict(num=128))),
+    test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=100)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),

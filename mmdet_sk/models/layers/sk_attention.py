@@ -176,6 +176,6 @@ class SKAttention(BaseModule):
         feats, weights = self.branch_weights(x)
         weights = weights.to(feats[0].dtype)[..., None, None]
         out = feats[0] * weights[0]
-        for feat, weight in zip(feats[1:], weights[1:]):
-            out = out + feat * weight
+        for i in range(1, len(feats)):
+            out = out + feats[i] * weights[i]
         return out

@@ -131,6 +131,9 @@ class SKAttention(BaseModule):
         self.fc = nn.Linear(in_channels, self.d)
         self.fcs = nn.ModuleList(nn.Linear(self.d, in_channels) for _ in kernels)
         self.softmax = nn.Softmax(dim=0)
+        # Set by SKSelectionHook: keep the last selection weights (K, B, C), not feature maps.
+        self.record_selection = False
+        self.last_selection: Optional[Tensor] = None
 
     def init_weights(self) -> None:
         """Initialise the block on its own terms.
@@ -174,6 +177,8 @@ class SKAttention(BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         """Select among the branches of ``x``; the output has the shape of ``x``."""
         feats, weights = self.branch_weights(x)
+        if self.record_selection:
+            self.last_selection = weights.detach()
         weights = weights.to(feats[0].dtype)[..., None, None]
         out = feats[0] * weights[0]
         for i in range(1, len(feats)):

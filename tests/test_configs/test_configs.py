@@ -1,0 +1,69 @@
+"""Every config in configs/ builds, counts its SK modules, and runs a loss and a predict step."""
+import glob
+import os.path as osp
+
+import pytest
+import torch
+from mmdet.registry import MODELS
+from mmdet.testing import demo_mm_inputs
+from mmengine.config import Config
+
+from mmdet_sk.models.layers import SKAttention
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIGS = sorted(
+    osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
+                                            recursive=True) if '_base_' not in p)
+# (SK modules in the backbone, SK modules in the neck); None: a config without SK.
+EXPECTED_SK = {
+    'configs/faster_rcnn_r50_sk_fpn.py': (4 + 6 + 3, 4),
+    'configs/yolox_s_sk_8xb8-300e_coco.py': (3, 3),
+    'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py': (2 + 2 + 2, 4),
+    'configs/demo/faster-rcnn_r18_fpn_shapes.py': (0, 0),
+}
+
+
+def test_every_config_is_listed():
+    assert set(CONFIGS) == set(EXPECTED_SK)
+
+
+def _count(module):
+    return sum(isinstance(m, SKAttention) for m in module.modules())
+
+
+@pytest.mark.parametrize('config', CONFIGS)
+def test_config_builds_trains_and_predicts(config):
+    cfg = Config.fromfile(osp.join(REPO, config))
+    cfg.model.backbone.init_cfg = None  # no download of ImageNet weights in tests
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    assert (_count(model.backbone), _count(model.neck)) == EXPECTED_SK[config]
+
+    num_classes = (cfg.model.roi_head.bbox_head.num_classes
+                   if 'roi_head' in cfg.model else cfg.model.bbox_head.num_classes)
+    torch.manual_seed(0)
+    packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_items=[3, 2],
+                            num_classes=num_classes)
+    model.train()
+    data = model.data_preprocessor(packed, True)
+    losses = model(**data, mode='loss')
+    total, _ = model.parse_losses(losses)
+    assert torch.isfinite(total)
+    total.backward()
+    sk_grads = [p.grad for m in model.modules() if isinstance(m, SKAttention)
+                for p in m.parameters()]
+    assert all(g is not None for g in sk_grads)
+
+    model.eval()
+    data = model.data_preprocessor(packed, False)
+    with torch.no_grad():
+        results = model(**data, mode='predict')
+    assert len(results) == 2
+    assert results[0].pred_instances.bboxes.shape[-1] == 4
+
+
+def test_demo_classes_match_generator():
+    from mmdet_sk.datasets import CLASSES
+    for config in CONFIGS:
+        if 'shapes' in config:
+            assert tuple(Config.fromfile(osp.join(REPO, config)).classes) == CLASSES

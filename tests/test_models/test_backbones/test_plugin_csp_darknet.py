@@ -1,0 +1,46 @@
+import pytest
+import torch
+from mmdet.models.backbones import CSPDarknet
+
+from mmdet_sk.models.backbones import PluginCSPDarknet
+from mmdet_sk.models.layers import SKAttention
+
+SK = dict(type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=16, reduction=8)
+
+
+def test_plugins_after_chosen_stages():
+    model = PluginCSPDarknet(
+        deepen_factor=0.33, widen_factor=0.25,
+        plugins=[dict(cfg=SK, stages=(False, True, False, True), position='after_stage')])
+    sks = [m for m in model.modules() if isinstance(m, SKAttention)]
+    assert [m.in_channels for m in sks] == [64, 256]
+    assert isinstance(model.stage2[-1], SKAttention) and isinstance(model.stage4[-1], SKAttention)
+    model.init_weights()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [64, 128, 256]
+
+
+def test_plain_checkpoint_keys_unchanged():
+    plain = CSPDarknet(deepen_factor=0.33, widen_factor=0.25)
+    model = PluginCSPDarknet(deepen_factor=0.33, widen_factor=0.25,
+                             plugins=[dict(cfg=SK, position='after_stage')])
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected
+    assert missing and all(isinstance(model.get_submodule(k.rsplit('.', 2)[0]), SKAttention)
+                           for k in missing if k.count('.') >= 3 and '.convs.' not in k)
+    assert all(any(k.startswith(f'stage{i}.') for i in range(1, 5)) for k in missing)
+
+
+def test_sk_keeps_its_own_init_inside_csp_darknet():
+    torch.manual_seed(0)
+    model = PluginCSPDarknet(deepen_factor=0.33, widen_factor=0.25,
+                             plugins=[dict(cfg=SK, position='after_stage')])
+    model.init_weights()
+    assert all(m.is_init for m in model.plugin_layers)
+
+
+def test_bad_position_and_stages():
+    with pytest.raises(ValueError, match="after_conv2.*allowed: after_stage"):
+        PluginCSPDarknet(plugins=[dict(cfg=SK, position='after_conv2')])
+    with pytest.raises(ValueError, match='one bool per stage'):
+        PluginCSPDarknet(plugins=[dict(cfg=SK, stages=(True, ) * 5, position='after_stage')])

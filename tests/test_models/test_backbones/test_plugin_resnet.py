@@ -1,0 +1,84 @@
+import pytest
+import torch
+from mmdet.models.backbones import ResNet
+from mmengine.runner import load_checkpoint
+
+from mmdet_sk.models.backbones import PluginBasicBlock, PluginResNet
+from mmdet_sk.models.layers import SKAttention
+
+SK = dict(type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=16, reduction=4)
+
+
+def _count_sk(model):
+    return sum(isinstance(m, SKAttention) for m in model.modules())
+
+
+@pytest.mark.parametrize('position', ['after_conv1', 'after_conv2'])
+def test_resnet18_takes_plugins(position):
+    model = PluginResNet(
+        depth=18, plugins=[dict(cfg=SK, stages=(False, True, True, False), position=position)])
+    assert isinstance(model.layer1[0], PluginBasicBlock)
+    assert _count_sk(model) == 4  # 2 blocks in each of 2 stages
+    assert _count_sk(model.layer1) == 0 and _count_sk(model.layer4) == 0
+    sk = model.layer2[0].sk
+    assert sk.in_channels == 128
+    model.init_weights()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [64, 128, 256, 512]
+
+
+def test_resnet18_without_plugins_matches_resnet():
+    torch.manual_seed(0)
+    ours = PluginResNet(depth=18).eval()
+    ref = ResNet(depth=18).eval()
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    for a, b in zip(ours(x), ref(x)):
+        torch.testing.assert_close(a, b)
+
+
+def test_resnet50_bottleneck_plugins():
+    model = PluginResNet(
+        depth=50, plugins=[dict(cfg=SK, stages=(False, True, True, True), position='after_conv2')])
+    assert _count_sk(model) == 4 + 6 + 3
+
+
+def test_zero_init_residual_still_applies_to_basic_blocks():
+    model = PluginResNet(depth=18, plugins=[dict(cfg=SK, position='after_conv2')])
+    model.init_weights()
+    assert torch.all(model.layer1[0].norm2.weight == 0)
+
+
+def test_plain_resnet_checkpoint_loads_with_only_sk_keys_missing(tmp_path):
+    plain = ResNet(depth=18)
+    path = tmp_path / 'r18.pth'
+    torch.save({'state_dict': plain.state_dict()}, path)
+    model = PluginResNet(
+        depth=18, plugins=[dict(cfg=SK, stages=(False, True, True, True),
+                                position='after_conv1')],
+        init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    model.init_weights()
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[name], value)
+    missing = set(model.state_dict()) - set(plain.state_dict())
+    assert missing and all('.sk.' in k for k in missing)
+    # And the other way round through MMEngine's loader: nothing unexpected.
+    ckpt = load_checkpoint(PluginResNet(depth=18, plugins=[dict(cfg=SK, position='after_conv1')]),
+                           str(path), strict=False)
+    assert set(ckpt['state_dict']) == set(plain.state_dict())
+
+
+@pytest.mark.parametrize('plugins, error, words', [
+    ([dict(cfg=SK, position='after_conv3')], ValueError,
+     ['position', "'after_conv3'", 'after_conv1, after_conv2']),
+    ([dict(cfg=SK, stages=(True, False), position='after_conv1')], ValueError,
+     ['stages', 'one bool per stage', '4']),
+    ([dict(cfg=dict(type='SKAttentionn'), position='after_conv1')], KeyError,
+     ["'SKAttentionn'", 'not registered', 'custom_imports']),
+    ([dict(position='after_conv1')], TypeError, ['cfg']),
+])
+def test_bad_plugins_are_named(plugins, error, words):
+    with pytest.raises(error) as info:
+        PluginResNet(depth=18, plugins=plugins)
+    for word in words:
+        assert word in str(info.value)

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env demo test bench clean-env
+.PHONY: env demo demo-baseline test bench clean-env
 
 env: $(VENV)/.installed
 
@@ -24,11 +24,15 @@ $(VENV)/.installed: requirements.txt setup.py
 demo: env
 	$(BIN)/python tools/run_demo.py
 
+demo-baseline: env
+	$(BIN)/python tools/run_demo.py --config configs/demo/faster-rcnn_r18_fpn_shapes.py
+
 test: env
 	$(BIN)/python -m pytest tests
 
 bench: env
 	$(BIN)/python tools/analysis_tools/benchmark_sk.py
+	$(BIN)/python tools/analysis_tools/benchmark_detector.py
 
 clean-env:
 	rm -rf $(VENV)

@@ -2,7 +2,7 @@
 
 Importing the package registers every module of it (``custom_imports=dict(imports=['mmdet_sk'])``).
 """
-from . import datasets, models  # noqa: F401
+from . import datasets, engine, models  # noqa: F401
 from .utils.checkpoint import allow_mmengine_checkpoints
 from .version import __version__
 

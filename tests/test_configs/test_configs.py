@@ -7,6 +7,7 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
+from mmengine.logging import MessageHub
 
 from mmdet_sk.models.layers import SKAttention
 
@@ -45,6 +46,7 @@ def test_config_builds_trains_and_predicts(config):
     packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_items=[3, 2],
                             num_classes=num_classes)
     model.train()
+    MessageHub.get_current_instance().update_info('iter', 0)  # YOLOX's batch resize reads it
     data = model.data_preprocessor(packed, True)
     losses = model(**data, mode='loss')
     total, _ = model.parse_losses(losses)

@@ -29,9 +29,10 @@ def test_resnet18_takes_plugins(position):
 
 def test_resnet18_without_plugins_matches_resnet():
     torch.manual_seed(0)
-    ours = PluginResNet(depth=18).eval()
-    ref = ResNet(depth=18).eval()
+    ours, ref = PluginResNet(depth=18), ResNet(depth=18)
     ref.load_state_dict(ours.state_dict(), strict=True)
+    ours.eval()  # mmdet's ResNet.train() returns None: no chaining
+    ref.eval()
     x = torch.randn(1, 3, 64, 64)
     for a, b in zip(ours(x), ref(x)):
         torch.testing.assert_close(a, b)

@@ -1,0 +1,580 @@
+# Copyright (c) mmdet-sk contributors. All rights reserved.
+"""Read the selection weights of a model's SKAttention modules: the "what did SK choose" tools.
+
+Shared by :class:`mmdet_sk.engine.SKSelectionHook` (during training) and
+``tools/analysis_tools/sk_scale_analysis.py`` (on a checkpoint, at several input scales).
+
+SK modules are grouped per backbone stage and per neck level, and a group's weight is the plain
+average over its modules (every module counts once, whatever its channel count):
+
+* a module inside a :class:`LevelPlugins` acts on one neck level: ``neck.1.plugins.2`` of a
+  ``LevelPlugins(levels=(1, 2, 3, 4))`` is group ``neck.level3`` (level = index of the neck's
+  output map);
+* any other module is grouped by its name up to the first numeric component: the ResNet plugin
+  ``backbone.layer2.0.sk`` is group ``backbone.layer2``, the CSPDarknet plugin
+  ``backbone.stage3.2`` is group ``backbone.stage3``.
+
+Branches are labelled ``k{kernel}d{dilation}`` (``k3d2``: 3x3 conv, dilation 2); the "large"
+branch is the one with the largest effective receptive field ``(k - 1) * d + 1``.
+"""
+import csv
+import json
+import os.path as osp
+from collections import OrderedDict
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from mmengine.model import is_model_wrapper
+from torch import Tensor, nn
+
+from ..datasets.synthetic_coco import AREA_RANGES
+from ..models.layers import SKAttention
+from ..models.necks import LevelPlugins
+
+BUCKETS = tuple(name for name, _, _ in AREA_RANGES)  # ('small', 'medium', 'large')
+
+
+class SKGroup:
+    """The SK modules of one backbone stage or neck level, with their common branch layout.
+
+    Args:
+        name (str): Readable group name, e.g. ``'backbone.layer2'`` or ``'neck.level1'``.
+        kernels (tuple[int]): Kernel size of each branch.
+        dilations (tuple[int]): Dilation of each branch.
+    """
+
+    def __init__(self, name: str, kernels: Tuple[int, ...], dilations: Tuple[int, ...]) -> None:
+        self.name = name
+        self.kernels = tuple(kernels)
+        self.dilations = tuple(dilations)
+        self.modules: List[SKAttention] = []
+        self.module_names: List[str] = []
+
+    @property
+    def erfs(self) -> List[int]:
+        """Effective receptive field ``(k - 1) * d + 1`` of each branch."""
+        return [(k - 1) * d + 1 for k, d in zip(self.kernels, self.dilations)]
+
+    @property
+    def labels(self) -> List[str]:
+        """``k{k}d{d}`` per branch; prefixed with ``b{i}_`` when two branches are alike."""
+        labels = [f'k{k}d{d}' for k, d in zip(self.kernels, self.dilations)]
+        if len(set(labels)) < len(labels):
+            labels = [f'b{i}_{label}' for i, label in enumerate(labels)]
+        return labels
+
+    @property
+    def large_index(self) -> int:
+        """Index of the branch with the largest effective receptive field (first if tied)."""
+        return int(np.argmax(self.erfs))
+
+    def image_weights(self) -> Optional[Tensor]:
+        """Per-image mean branch weights of the last recorded forward.
+
+        Returns:
+            Tensor | None: Shape (B, K): each module's ``last_selection`` (K, B, C) averaged
+            over channels, then over the group's modules. Rows sum to 1. None when no module
+            of the group has recorded anything.
+        """
+        sel = [m.last_selection for m in self.modules if m.last_selection is not None]
+        if not sel:
+            return None
+        return torch.stack([s.float().mean(2).t() for s in sel]).mean(0)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """Return the model inside a wrapper (DDP, FSDP, ...), or the model itself."""
+    return model.module if is_model_wrapper(model) else model
+
+
+def _group_name(name: str, modules: Dict[str, nn.Module]) -> str:
+    """Readable group name of the SK module called ``name`` (see the module docstring)."""
+    parts = name.split('.')
+    if len(parts) >= 3 and parts[-2] == 'plugins' and parts[-1].isdigit():
+        parent_name = '.'.join(parts[:-2])
+        parent = modules.get(parent_name)
+        if isinstance(parent, LevelPlugins):
+            level = parent.levels[int(parts[-1])]
+            prefix = parts[:-2]
+            while len(prefix) > 1 and prefix[-1].isdigit():  # neck.1 (a Sequential) -> neck
+                prefix = prefix[:-1]
+            return '.'.join(prefix + [f'level{level}'])
+    for i, part in enumerate(parts):
+        if part.isdigit() and i > 0:
+            return '.'.join(parts[:i])
+    return name
+
+
+def sk_groups(model: nn.Module) -> 'OrderedDict[str, SKGroup]':
+    """Find the SKAttention modules of ``model`` and group them per stage / level.
+
+    Args:
+        model (nn.Module): A model, possibly inside a wrapper (DDP).
+
+    Returns:
+        OrderedDict[str, SKGroup]: Groups in module order. Modules of one stage with a
+        different branch layout (kernels, dilations) get their own group, named
+        ``'{stage}[k3d1,k5d1]'``.
+    """
+    model = unwrap_model(model)
+    named = dict(model.named_modules())
+    groups: 'OrderedDict[str, SKGroup]' = OrderedDict()
+    for name, module in named.items():
+        if not isinstance(module, SKAttention):
+            continue
+        key = _group_name(name, named)
+        group = groups.get(key)
+        if group is not None and (group.kernels, group.dilations) != (module.kernels,
+                                                                      module.dilations):
+            probe = SKGroup(key, module.kernels, module.dilations)
+            key = f'{key}[{",".join(probe.labels)}]'
+            group = groups.get(key)
+        if group is None:
+            group = groups[key] = SKGroup(key, module.kernels, module.dilations)
+        group.modules.append(module)
+        group.module_names.append(name)
+    return groups
+
+
+def set_recording(groups: Dict[str, SKGroup], enabled: bool) -> None:
+    """Switch ``record_selection`` of every module on or off and drop stored weights."""
+    for group in groups.values():
+        for module in group.modules:
+            module.record_selection = enabled
+            module.last_selection = None
+
+
+@contextmanager
+def recording(groups: Dict[str, SKGroup]) -> Iterator[Dict[str, SKGroup]]:
+    """Record the selection weights inside the ``with`` block; switch off and clean up after."""
+    set_recording(groups, True)
+    try:
+        yield groups
+    finally:
+        set_recording(groups, False)
+
+
+def image_selection(groups: Dict[str, SKGroup]) -> Dict[str, np.ndarray]:
+    """Per-image mean branch weights of every group that recorded: name -> array (B, K)."""
+    out = {}
+    for name, group in groups.items():
+        weights = group.image_weights()
+        if weights is not None:
+            out[name] = weights.cpu().double().numpy()
+    return out
+
+
+def selection_scalars(groups: Dict[str, SKGroup],
+                      prefix: str = 'sk',
+                      reduce_fn=None) -> Dict[str, float]:
+    """Batch-mean branch weights as scalars named ``{prefix}/{group}/{branch label}``.
+
+    Args:
+        groups (dict[str, SKGroup]): Groups from :func:`sk_groups`, after a recorded forward.
+        prefix (str): First component of the names. Default: 'sk'.
+        reduce_fn (callable, optional): Applied to the (num_groups, K) tensor of batch means
+            before it is split into scalars, e.g. a mean over distributed ranks. Default: None.
+
+    Returns:
+        dict[str, float]: One entry per branch of every group that recorded.
+    """
+    means, names = [], []
+    for name, group in groups.items():
+        weights = group.image_weights()
+        if weights is not None:
+            means.append(weights.mean(0))
+            names.append(name)
+    if not means:
+        return {}
+    sizes = [len(m) for m in means]
+    flat = torch.cat(means)
+    if reduce_fn is not None:
+        flat = reduce_fn(flat)
+    scalars = {}
+    for name, chunk in zip(names, torch.split(flat, sizes)):
+        for label, value in zip(groups[name].labels, chunk.tolist()):
+            scalars[f'{prefix}/{name}/{label}'] = float(value)
+    return scalars
+
+
+# ---------------------------------------------------------------- scale analysis: data side
+
+
+def area_bucket(areas: Sequence[float]) -> Optional[str]:
+    """COCO area bucket of an image: that of the median area of its ground-truth boxes.
+
+    The bounds are COCOeval's (32**2 and 96**2 pixels; an area equal to a bound counts in the
+    upper bucket). Areas are box areas ``w * h`` in original image pixels (COCOeval uses the
+    annotation's ``area``, the mask area when there is one, which is smaller than the box).
+
+    Args:
+        areas (Sequence[float]): Areas of the image's non-ignored ground-truth boxes.
+
+    Returns:
+        str | None: ``'small'``, ``'medium'`` or ``'large'``; None for an image without boxes.
+    """
+    if len(areas) == 0:
+        return None
+    median = float(np.median(np.asarray(areas, dtype=np.float64)))
+    for name, lo, hi in AREA_RANGES:
+        if lo <= median < hi:
+            return name
+    return BUCKETS[-1]
+
+
+def scale_pipeline(pipeline: Sequence[dict], scale: float) -> List[dict]:
+    """A copy of a test pipeline whose ``Resize`` (and fixed ``Pad`` size) is ``scale`` times.
+
+    ``Resize(scale=(w, h))`` becomes ``Resize(scale=(w * s, h * s))`` (rounded), a
+    ``scale_factor`` is multiplied, and ``Pad(size=(w, h))`` grows alike so that it still fits.
+
+    Args:
+        pipeline (Sequence[dict]): Transform configs.
+        scale (float): Rescaling factor, > 0.
+
+    Returns:
+        list[dict]: The new pipeline.
+
+    Raises:
+        ValueError: If the pipeline has no ``Resize`` with ``scale`` or ``scale_factor``.
+    """
+    if scale <= 0:
+        raise ValueError(f'scale must be > 0, got {scale}')
+
+    def times(value):
+        if isinstance(value, (int, float)):
+            return int(round(value * scale))
+        return tuple(int(round(v * scale)) for v in value)
+
+    out, resized = [], False
+    for t in pipeline:
+        t = dict(t)
+        kind = t.get('type')
+        kind = kind if isinstance(kind, str) else getattr(kind, '__name__', '')
+        kind = kind.split('.')[-1]
+        if kind == 'Resize' and t.get('scale') is not None:
+            t['scale'], resized = times(t['scale']), True
+        elif kind == 'Resize' and t.get('scale_factor') is not None:
+            sf = t['scale_factor']
+            t['scale_factor'] = (sf * scale if isinstance(sf, (int, float)) else tuple(
+                v * scale for v in sf))
+            resized = True
+        elif kind == 'Pad' and t.get('size') is not None:
+            t['size'] = times(t['size'])
+        out.append(t)
+    if not resized:
+        raise ValueError('scale_pipeline: the test pipeline has no Resize with `scale` or '
+                         '`scale_factor`; cannot rescale the input')
+    return out
+
+
+def collect_scale_selection(model: nn.Module,
+                            dataset,
+                            pipeline: Sequence[dict],
+                            scales: Sequence[float],
+                            indices: Sequence[int],
+                            progress: bool = True) -> Tuple[dict, dict]:
+    """Run ``model`` on images of ``dataset`` at each input scale and record SK weights.
+
+    For each scale the dataset's test pipeline is rescaled with :func:`scale_pipeline` and
+    each image runs alone (batch size 1, so no batch padding enters the pooled descriptor)
+    through ``model.data_preprocessor`` and ``model.extract_feat`` (backbone and neck: where
+    the SK modules are; the heads do not change their weights). A model with SK modules
+    outside the backbone and neck, or without ``extract_feat``, runs its full ``test_step``.
+
+    Args:
+        model (nn.Module): A detector in eval mode, with its weights loaded.
+        dataset (BaseDataset): The (validation) dataset; its ``pipeline`` is replaced while
+            this runs and restored after.
+        pipeline (Sequence[dict]): The dataset's test pipeline config, rescaled per scale.
+        scales (Sequence[float]): Input rescaling factors.
+        indices (Sequence[int]): Dataset indices of the images to use.
+        progress (bool): Show an :class:`mmengine.utils.ProgressBar`. Default: True.
+
+    Returns:
+        tuple[dict, dict]: ``weights[scale][group]`` is an array (num_images, K) of per-image
+        mean branch weights; ``buckets[index]`` the image's area bucket (or None).
+    """
+    from mmengine.dataset import Compose, pseudo_collate
+    from mmengine.utils import ProgressBar
+
+    groups = sk_groups(model)
+    if not groups:
+        raise ValueError('collect_scale_selection: the model has no SKAttention module')
+    names = [n for g in groups.values() for n in g.module_names]
+    feats_only = hasattr(model, 'extract_feat') and all(
+        n.startswith(('backbone.', 'neck.')) for n in names)
+
+    buckets = {}
+    for idx in indices:
+        instances = dataset.get_data_info(idx).get('instances', [])
+        areas = [(i['bbox'][2] - i['bbox'][0]) * (i['bbox'][3] - i['bbox'][1])
+                 for i in instances if not i.get('ignore_flag', 0)]
+        buckets[idx] = area_bucket(areas)
+
+    base_pipeline = dataset.pipeline
+    weights = OrderedDict()
+    bar = ProgressBar(len(scales) * len(indices)) if progress else None
+    try:
+        for scale in scales:
+            dataset.pipeline = Compose(scale_pipeline(pipeline, scale))
+            per_group: Dict[str, list] = {name: [] for name in groups}
+            for idx in indices:
+                batch = pseudo_collate([dataset[idx]])
+                with torch.no_grad(), recording(groups):
+                    if feats_only:
+                        data = model.data_preprocessor(batch, False)
+                        model.extract_feat(data['inputs'])
+                    else:
+                        model.test_step(batch)
+                    for name, w in image_selection(groups).items():
+                        per_group[name].append(w[0])
+                if bar is not None:
+                    bar.update()
+            weights[float(scale)] = OrderedDict(
+                (name, np.stack(rows)) for name, rows in per_group.items() if rows)
+    finally:
+        dataset.pipeline = base_pipeline
+    if bar is not None:
+        print()
+    return weights, buckets
+
+
+# ---------------------------------------------------------------- scale analysis: summaries
+
+
+def summarize(weights: dict, buckets: dict, indices: Sequence[int]) -> dict:
+    """Mean branch weights per bucket, group and scale.
+
+    Args:
+        weights (dict): ``weights[scale][group]`` arrays (num_images, K), rows in the order of
+            ``indices`` (from :func:`collect_scale_selection`).
+        buckets (dict): Area bucket of each index.
+        indices (Sequence[int]): The image indices, in the order of the rows.
+
+    Returns:
+        dict: ``table[bucket][group][scale] = (num_images, mean weights (K,))`` for the buckets
+        ``'all'``, ``'small'``, ``'medium'``, ``'large'`` that have images.
+    """
+    table: dict = OrderedDict()
+    for bucket in ('all', ) + BUCKETS:
+        rows = np.array([bucket == 'all' or buckets[i] == bucket for i in indices])
+        if not rows.any():
+            continue
+        table[bucket] = OrderedDict()
+        for scale, per_group in weights.items():
+            for name, w in per_group.items():
+                table[bucket].setdefault(name, OrderedDict())[scale] = (int(rows.sum()),
+                                                                        w[rows].mean(0))
+    return table
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (ties get their average rank); nan if one side is constant."""
+
+    def ranks(v):
+        v = np.asarray(v, dtype=np.float64)
+        order = np.argsort(v, kind='stable')
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v), dtype=np.float64)
+        for value in np.unique(v):
+            tied = v == value
+            r[tied] = r[tied].mean()
+        return r
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float('nan')
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def trend_verdict(name: str,
+                  label: str,
+                  erf: int,
+                  scales: Sequence[float],
+                  large_weights: Sequence[float],
+                  tol: float = 1e-3) -> dict:
+    """Does the large-kernel weight rise with the input scale?
+
+    The answer is YES when the Spearman correlation between scale and weight and the slope of
+    a least-squares line are both positive and the weight moves by at least ``tol`` (max - min)
+    over the scales; "monotonically" when the correlation is 1.
+
+    Args:
+        name (str): Group name.
+        label (str): Label of the large branch, e.g. ``'k3d2'``.
+        erf (int): Its effective receptive field.
+        scales (Sequence[float]): Input scales, at least two distinct.
+        large_weights (Sequence[float]): Mean weight of the large branch at each scale.
+        tol (float): Smallest change that counts as a change. Default: 1e-3.
+
+    Returns:
+        dict: ``rho``, ``slope`` (weight per unit of scale), ``change`` (weight at the largest
+        scale minus weight at the smallest), ``rises`` (bool), ``trend`` (words) and ``line``.
+    """
+    order = np.argsort(np.asarray(scales, dtype=np.float64))
+    s = np.asarray(scales, dtype=np.float64)[order]
+    w = np.asarray(large_weights, dtype=np.float64)[order]
+    rho = spearman(s, w)
+    slope = float(np.polyfit(s, w, 1)[0]) if len(s) > 1 else float('nan')
+    change = float(w[-1] - w[0])
+    if len(s) < 2 or float(w.max() - w.min()) < tol:
+        trend = f'flat (moves less than {tol:g})'
+    elif rho >= 1 - 1e-9:
+        trend = 'rises monotonically'
+    elif rho <= -1 + 1e-9:
+        trend = 'falls monotonically'
+    elif rho > 0 and slope > 0:
+        trend = 'tends to rise (not monotonic)'
+    elif rho < 0 and slope < 0:
+        trend = 'tends to fall (not monotonic)'
+    else:
+        trend = 'no clear trend'
+    rises = trend in ('rises monotonically', 'tends to rise (not monotonic)')
+    line = (f'{name}: large kernel {label} (RF {erf}) weight {w[0]:.4f} -> {w[-1]:.4f} over '
+            f'scales {s[0]:g}-{s[-1]:g}; Spearman rho={rho:+.2f}, slope={slope:+.4f}/scale: '
+            f'{"YES" if rises else "NO"}, {trend}')
+    return dict(rho=rho, slope=slope, change=change, rises=rises, trend=trend, line=line)
+
+
+def verdicts(table: dict, groups: Dict[str, SKGroup], bucket: str = 'all',
+             tol: float = 1e-3) -> 'OrderedDict[str, dict]':
+    """:func:`trend_verdict` of every group of ``table[bucket]``."""
+    out = OrderedDict()
+    for name, per_scale in table.get(bucket, {}).items():
+        group = groups[name]
+        k = group.large_index
+        scales = list(per_scale)
+        out[name] = trend_verdict(name, group.labels[k], group.erfs[k], scales,
+                                  [per_scale[s][1][k] for s in scales], tol)
+    return out
+
+
+def write_csv(path: str, table: dict, groups: Dict[str, SKGroup]) -> None:
+    """One row per bucket, group, scale and branch (long format)."""
+    with open(path, 'w', newline='') as f:
+        writer = csv.writer(f)
+        writer.writerow(['bucket', 'group', 'scale', 'num_images', 'branch', 'kernel',
+                         'dilation', 'erf', 'is_large', 'weight'])
+        for bucket, per_group in table.items():
+            for name, per_scale in per_group.items():
+                g = groups[name]
+                for scale, (n, mean) in per_scale.items():
+                    for i, value in enumerate(mean):
+                        writer.writerow([bucket, name, f'{scale:g}', n, g.labels[i],
+                                         g.kernels[i], g.dilations[i], g.erfs[i],
+                                         int(i == g.large_index), f'{value:.6f}'])
+
+
+def write_json(path: str, table: dict, groups: Dict[str, SKGroup], verdict_table: dict,
+               meta: dict) -> None:
+    """The table, the branch layout of each group, the verdicts and ``meta`` as JSON."""
+    data = dict(meta)
+    data['groups'] = OrderedDict(
+        (name, dict(modules=g.module_names, branches=[
+            dict(label=lb, kernel=k, dilation=d, erf=e)
+            for lb, k, d, e in zip(g.labels, g.kernels, g.dilations, g.erfs)
+        ], large_branch=g.labels[g.large_index])) for name, g in groups.items()
+        if any(name in per_group for per_group in table.values()))
+    data['weights'] = OrderedDict(
+        (bucket, OrderedDict((name, OrderedDict(
+            (f'{scale:g}', dict(num_images=n, mean=[round(float(v), 6) for v in mean]))
+            for scale, (n, mean) in per_scale.items())) for name, per_scale in per_group.items()))
+        for bucket, per_group in table.items())
+    data['verdicts'] = OrderedDict(
+        (bucket, OrderedDict((name, {k: v for k, v in verdict.items()})
+                             for name, verdict in per_bucket.items()))
+        for bucket, per_bucket in verdict_table.items())
+    with open(path, 'w') as f:
+        json.dump(data, f, indent=2, allow_nan=True)
+
+
+def _grid(num: int, ncols: int = 4):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    ncols = max(1, min(ncols, num))
+    nrows = (num + ncols - 1) // ncols
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False, sharex=True)
+    for ax in axes.flat[num:]:
+        ax.axis('off')
+    return plt, fig, axes.flat
+
+
+def plot_weights(path: str, table: dict, groups: Dict[str, SKGroup], bucket: str = 'all',
+                 title: str = '') -> None:
+    """Mean weight of each branch versus input scale, one panel per group (SKNet, Fig. 3)."""
+    per_group = table[bucket]
+    plt, fig, axes = _grid(len(per_group))
+    for ax, (name, per_scale) in zip(axes, per_group.items()):
+        g = groups[name]
+        scales = list(per_scale)
+        means = np.stack([per_scale[s][1] for s in scales])
+        for i, label in enumerate(g.labels):
+            ax.plot(scales, means[:, i], marker='o', lw=2 if i == g.large_index else 1,
+                    label=f'{label} (RF {g.erfs[i]})')
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel('input scale')
+        ax.set_ylabel('mean branch weight')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or f'SK branch weights vs input scale ({bucket} images)', fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_large_by_bucket(path: str, table: dict, groups: Dict[str, SKGroup],
+                         title: str = '') -> None:
+    """Weight of the large branch versus input scale, one line per area bucket and panel per
+    group."""
+    names = list(table['all'])
+    plt, fig, axes = _grid(len(names))
+    for ax, name in zip(axes, names):
+        g = groups[name]
+        k = g.large_index
+        for bucket, per_group in table.items():
+            per_scale = per_group.get(name)
+            if not per_scale:
+                continue
+            scales = list(per_scale)
+            n = next(iter(per_scale.values()))[0]
+            ax.plot(scales, [per_scale[s][1][k] for s in scales], marker='o',
+                    lw=2 if bucket == 'all' else 1, label=f'{bucket} ({n} img)')
+        ax.set_title(f'{name}: {g.labels[k]}', fontsize=10)
+        ax.set_xlabel('input scale')
+        ax.set_ylabel('large-kernel weight')
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or 'Large-kernel weight vs input scale per GT area bucket', fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: str, table: dict, groups: Dict[str, SKGroup], meta: dict,
+                 tol: float = 1e-3) -> 'OrderedDict[str, dict]':
+    """Write CSV, JSON, PNGs and verdicts of a scale analysis into ``out_dir``.
+
+    Files: ``sk_scale_weights.csv``, ``sk_scale_weights.json``, ``sk_scale_weights.png``
+    (all images), ``sk_scale_large_by_bucket.png`` and ``sk_scale_verdicts.txt``.
+
+    Returns:
+        OrderedDict[str, dict]: The verdicts on all images, per group.
+    """
+    verdict_table = OrderedDict((bucket, verdicts(table, groups, bucket, tol)) for bucket in table)
+    write_csv(osp.join(out_dir, 'sk_scale_weights.csv'), table, groups)
+    write_json(osp.join(out_dir, 'sk_scale_weights.json'), table, groups, verdict_table, meta)
+    n = next(iter(next(iter(table['all'].values())).values()))[0]
+    plot_weights(osp.join(out_dir, 'sk_scale_weights.png'), table, groups, 'all',
+                 f'SK branch weights vs input scale ({n} images)')
+    plot_large_by_bucket(osp.join(out_dir, 'sk_scale_large_by_bucket.png'), table, groups)
+    with open(osp.join(out_dir, 'sk_scale_verdicts.txt'), 'w') as f:
+        for bucket, per_bucket in verdict_table.items():
+            f.write(f'# {bucket} images\n')
+            for verdict in per_bucket.values():
+                f.write(verdict['line'] + '\n')
+    return verdict_table['all']

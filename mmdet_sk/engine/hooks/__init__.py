@@ -1,0 +1,3 @@
+from .sk_selection_hook import SKSelectionHook
+
+__all__ = ['SKSelectionHook']

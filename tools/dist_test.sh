@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: tools/dist_test.sh CONFIG CHECKPOINT NUM_PROCESSES [test.py options]
 # One process per GPU (NCCL); without GPUs, NUM_PROCESSES CPU processes (gloo).
+# The interpreter is $PYTHON (default: python), e.g. PYTHON=.venv/bin/python.
 CONFIG=$1
 CHECKPOINT=$2
 GPUS=$3
@@ -10,13 +11,13 @@ PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
 PYTHON=${PYTHON:-python}
 
-PYTHONPATH="$(dirname $0)/..":$PYTHONPATH \
+PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
 $PYTHON -m torch.distributed.run \
     --nnodes=$NNODES \
     --node_rank=$NODE_RANK \
     --master_addr=$MASTER_ADDR \
     --nproc_per_node=$GPUS \
     --master_port=$PORT \
-    $(dirname "$0")/test.py \
-    $CONFIG $CHECKPOINT \
-    --launcher pytorch ${@:4}
+    "$(dirname "$0")"/test.py \
+    "$CONFIG" "$CHECKPOINT" \
+    --launcher pytorch "${@:4}"

@@ -470,7 +470,8 @@ def write_csv(path: str, table: dict, groups: Dict[str, SKGroup]) -> None:
 
 def write_json(path: str, table: dict, groups: Dict[str, SKGroup], verdict_table: dict,
                meta: dict) -> None:
-    """The table, the branch layout of each group, the verdicts and ``meta`` as JSON."""
+    """The table, the branch layout of each group, the verdicts and ``meta`` as strict JSON
+    (an undefined correlation is written as null)."""
     data = dict(meta)
     data['groups'] = OrderedDict(
         (name, dict(modules=g.module_names, branches=[
@@ -484,11 +485,20 @@ def write_json(path: str, table: dict, groups: Dict[str, SKGroup], verdict_table
             for scale, (n, mean) in per_scale.items())) for name, per_scale in per_group.items()))
         for bucket, per_group in table.items())
     data['verdicts'] = OrderedDict(
-        (bucket, OrderedDict((name, {k: v for k, v in verdict.items()})
+        (bucket, OrderedDict((name, {k: None if isinstance(v, float) and np.isnan(v) else v
+                                     for k, v in verdict.items()})
                              for name, verdict in per_bucket.items()))
         for bucket, per_bucket in verdict_table.items())
     with open(path, 'w') as f:
-        json.dump(data, f, indent=2, allow_nan=True)
+        json.dump(data, f, indent=2, allow_nan=False)
+
+
+def _min_span(ax, span: float = 0.02) -> None:
+    """Show at least ``span`` of the y axis, so that tiny wiggles do not look like trends."""
+    lo, hi = ax.get_ylim()
+    if hi - lo < span:
+        mid = (hi + lo) / 2
+        ax.set_ylim(mid - span / 2, mid + span / 2)
 
 
 def _grid(num: int, ncols: int = 4):
@@ -506,7 +516,10 @@ def _grid(num: int, ncols: int = 4):
 
 def plot_weights(path: str, table: dict, groups: Dict[str, SKGroup], bucket: str = 'all',
                  title: str = '') -> None:
-    """Mean weight of each branch versus input scale, one panel per group (SKNet, Fig. 3)."""
+    """Mean weight of each branch versus input scale, one panel per group (SKNet, Fig. 3).
+
+    Each y axis spans at least 0.02, so that a change of a few thousandths stays visibly small.
+    """
     per_group = table[bucket]
     plt, fig, axes = _grid(len(per_group))
     for ax, (name, per_scale) in zip(axes, per_group.items()):
@@ -519,6 +532,7 @@ def plot_weights(path: str, table: dict, groups: Dict[str, SKGroup], bucket: str
         ax.set_title(name, fontsize=10)
         ax.set_xlabel('input scale')
         ax.set_ylabel('mean branch weight')
+        _min_span(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or f'SK branch weights vs input scale ({bucket} images)', fontsize=11)
@@ -547,6 +561,7 @@ def plot_large_by_bucket(path: str, table: dict, groups: Dict[str, SKGroup],
         ax.set_title(f'{name}: {g.labels[k]}', fontsize=10)
         ax.set_xlabel('input scale')
         ax.set_ylabel('large-kernel weight')
+        _min_span(ax)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title or 'Large-kernel weight vs input scale per GT area bucket', fontsize=11)

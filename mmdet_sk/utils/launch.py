@@ -1,12 +1,16 @@
 # Copyright (c) mmdet-sk contributors. All rights reserved.
 """Run MMDetection's own command-line tools with mmdet-sk set up first."""
+import argparse
 import os
 import os.path as osp
 import runpy
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
+from mmengine.config import Config
+from mmengine.device import get_device
+from mmengine.logging import print_log
 
 
 def cpu_distributed_args(argv: List[str]) -> List[str]:
@@ -41,24 +45,77 @@ def cpu_distributed_args(argv: List[str]) -> List[str]:
     ]
 
 
+def cpu_amp_args(argv: List[str]) -> List[str]:
+    """Turn ``--amp`` into bf16 autocast when there is no GPU.
+
+    MMDetection's ``--amp`` selects MMEngine's ``AmpOptimWrapper``, which needs a GPU. On a
+    CPU-only machine the flag is replaced by ``optim_wrapper.type=BF16OptimWrapper`` (see
+    :mod:`mmdet_sk.utils.amp`); with a GPU it is left as it is.
+
+    Args:
+        argv (list[str]): The tool's command line, without the program name.
+
+    Returns:
+        list[str]: The command line to run.
+    """
+    if '--amp' not in argv or get_device() != 'cpu':
+        return argv
+    print_log('--amp without a GPU: bf16 autocast (optim_wrapper.type=BF16OptimWrapper)',
+              logger='current')
+    return [a for a in argv if a != '--amp'] + [
+        '--cfg-options', 'optim_wrapper.type=BF16OptimWrapper', 'optim_wrapper.dtype=bfloat16'
+    ]
+
+
+def mmdet_tool_path(name: str) -> str:
+    """Path of MMDetection's ``tools/<name>`` inside the installed package (``.mim``)."""
+    import mmdet
+    path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', name)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'MMDetection tool {path} is missing; reinstall mmdet==3.3.0')
+    return path
+
+
+def load_tool_config(path: str) -> Tuple[argparse.Namespace, Config]:
+    """Parse ``sys.argv`` with the tool's own parser and load the config as the tool does.
+
+    Args:
+        path (str): The MMDetection tool (see :func:`mmdet_tool_path`).
+
+    Returns:
+        tuple[argparse.Namespace, Config]: The parsed arguments and the config with
+        ``--cfg-options`` merged.
+    """
+    namespace = runpy.run_path(path, run_name='mmdet_sk_preflight')  # defines, runs nothing
+    args = namespace['parse_args']()
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return args, cfg
+
+
 def run_mmdet_tool(name: str, argv: Optional[List[str]] = None) -> None:
     """Run ``mmdet/.mim/tools/<name>`` as ``__main__`` after importing ``mmdet_sk``.
 
     Importing ``mmdet_sk`` registers its modules and allow-lists MMEngine's checkpoint
-    contents for ``torch.load``'s safe loader, so MMDetection's tool works unchanged.
+    contents for ``torch.load``'s safe loader, so MMDetection's tool works unchanged. Before
+    the tool runs, the config it will load is checked by
+    :func:`mmdet_sk.utils.preflight.preflight` (plugins, data paths, checkpoints, AMP), so
+    mistakes stop the run at once with a message that says what to fix.
 
     Args:
         name (str): The tool's file name, e.g. ``'train.py'`` or ``'test.py'``.
         argv (list[str], optional): Its arguments. Default: ``sys.argv[1:]``.
     """
-    import mmdet
-
     import mmdet_sk  # noqa: F401
+    from mmdet_sk.utils.preflight import preflight
     argv = list(sys.argv[1:] if argv is None else argv)
+    if name == 'train.py':
+        argv = cpu_amp_args(argv)
     argv += cpu_distributed_args(argv)
-    path = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', name)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'MMDetection tool {path} is missing; reinstall mmdet==3.3.0')
+    path = mmdet_tool_path(name)
     sys.argv = [path] + argv
     os.environ.setdefault('PYTHONUNBUFFERED', '1')
+    if name in ('train.py', 'test.py'):
+        preflight(name, *load_tool_config(path))
     runpy.run_path(path, run_name='__main__')

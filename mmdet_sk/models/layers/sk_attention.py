@@ -42,6 +42,16 @@ class SKAttention(BaseModule):
     ``fcs.{i}.*``, so checkpoints of the reference implementation load with ``strict=True``.
     The branch convolutions keep the seed's bias for that reason.
 
+    Cost: the branch maps are never stacked and ``U`` is never formed, so training keeps two
+    maps per branch for the backward (the seed keeps three); a ReLU rectifies in place, the
+    pooling is a sum and the output is accumulated in place, which spares passes over the maps
+    and temporary maps. For inference, :meth:`fuse_bn` folds each branch's BatchNorm into its
+    convolution. The forward has no data-dependent control flow (``torch.export`` and
+    ``torch.compile(fullgraph=True)`` take it whole) and keeps the memory format of its input:
+    a channels-last input runs channels-last throughout. The block does not convert an NCHW
+    input itself: on CPU the grouped convolutions run faster channels-last, but the
+    conversions back cost more than they save.
+
     Args:
         in_channels (int): Channels of the input (and of the output).
         kernels (int | Sequence[int]): Kernel size of each branch; odd and positive, so that
@@ -124,10 +134,13 @@ class SKAttention(BaseModule):
                 dilation=dil,
                 groups=groups,
                 bias=True)
+            act = build_activation_layer(act_cfg)
+            if isinstance(act, nn.ReLU):
+                # The norm's backward needs its input, not its output, and ReLU's backward
+                # needs only its result: rectifying in place spares a map and its allocation.
+                act.inplace = True
             self.convs.append(
-                nn.Sequential(
-                    OrderedDict([('conv', conv), (norm_name, norm),
-                                 ('relu', build_activation_layer(act_cfg))])))
+                nn.Sequential(OrderedDict([('conv', conv), (norm_name, norm), ('relu', act)])))
         self.fc = nn.Linear(in_channels, self.d)
         self.fcs = nn.ModuleList(nn.Linear(self.d, in_channels) for _ in kernels)
         self.softmax = nn.Softmax(dim=0)
@@ -165,10 +178,12 @@ class SKAttention(BaseModule):
                              f'{tuple(x.shape)}')
         feats = [branch(x) for branch in self.convs]
         # Fuse: the global average of the branch sum equals the sum of the branch averages,
-        # which spares materialising U. Pool in fp32 so that low-precision inputs stay exact.
-        pooled = feats[0].float().mean((2, 3))
+        # which spares materialising U. Sums, not means: the backward of a sum is a broadcast
+        # view, that of a mean a new map. Accumulate in fp32, without an fp32 copy of the map.
+        pooled = feats[0].sum((2, 3), dtype=torch.float32)
         for feat in feats[1:]:
-            pooled = pooled + feat.float().mean((2, 3))
+            pooled = pooled + feat.sum((2, 3), dtype=torch.float32)
+        pooled = pooled / (x.shape[2] * x.shape[3])
         z = self.fc(pooled.to(self.fc.weight.dtype))
         logits = torch.stack([fc(z) for fc in self.fcs])
         weights = self.softmax(logits.float())
@@ -180,7 +195,46 @@ class SKAttention(BaseModule):
         if self.record_selection:
             self.last_selection = weights.detach()
         weights = weights.to(feats[0].dtype)[..., None, None]
+        # One output map, accumulated in place: no product map per branch.
         out = feats[0] * weights[0]
         for i in range(1, len(feats)):
-            out = out + feats[i] * weights[i]
+            out = out.addcmul_(feats[i], weights[i])
         return out
+
+    def fuse_bn(self) -> 'SKAttention':
+        """Fold each branch's BatchNorm into its convolution, for inference.
+
+        In eval mode a BatchNorm is the per-channel affine map
+        ``y = (x - mean) * gamma / sqrt(var + eps) + beta``, so the convolution before it can
+        absorb it: the weight is scaled by ``gamma / sqrt(var + eps)`` per output channel and
+        the bias becomes ``(bias - mean) * gamma / sqrt(var + eps) + beta``. The norm is then
+        replaced by ``nn.Identity``, which saves one pass over every branch map. The outputs
+        equal those of the eval-mode block within floating-point rounding. The ``state_dict``
+        loses the norm entries, so fuse after loading a checkpoint, and do not train the
+        fused block (it has no norm left). Branches fused before are left as they are, and
+        ``mmcv.cnn.fuse_conv_bn(block)`` gives the same result.
+
+        Returns:
+            SKAttention: The block itself, fused in place.
+        """
+        if self.training:
+            raise RuntimeError('SKAttention.fuse_bn() folds the BatchNorm running statistics '
+                               'and is only valid in eval mode: call .eval() first')
+        for branch in self.convs:
+            conv, (norm_name, norm) = branch.conv, list(branch.named_children())[1]
+            if isinstance(norm, nn.Identity):
+                continue
+            is_bn = isinstance(norm, nn.modules.batchnorm._BatchNorm)
+            if not (is_bn and norm.running_mean is not None and isinstance(conv, nn.Conv2d)):
+                raise TypeError(f'SKAttention.fuse_bn() folds a BatchNorm with running '
+                                f'statistics into a Conv2d; this branch has '
+                                f'{type(conv).__name__} followed by {norm!r}')
+            with torch.no_grad():
+                scale = torch.rsqrt(norm.running_var + norm.eps)
+                shift = -norm.running_mean * scale
+                if norm.affine:
+                    scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+                conv.bias.copy_(conv.bias * scale + shift)
+                conv.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            setattr(branch, norm_name, nn.Identity())
+        return self

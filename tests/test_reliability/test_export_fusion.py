@@ -1,0 +1,112 @@
+"""Export and inference fusion of the SK demo detector.
+
+* ``torch.export.export`` takes the SK block and the detector's backbone + neck (ResNet-18 with
+  SK, FPN + LevelPlugins) whole; the exported programs match eager on new inputs.
+  ``torch.onnx.export`` needs the ``onnx`` and ``onnxscript`` packages, which mmdet-sk does not
+  depend on; the ONNX test runs where they are installed.
+* ``mmcv.cnn.fuse_conv_bn(model)`` folds every BatchNorm of the eval-mode detector, SK's
+  branch norms included, into the convolution before it; features and head outputs are
+  unchanged within 1e-5 (relative to each output's magnitude).
+"""
+import importlib.util
+
+import pytest
+import torch
+from mmcv.cnn import fuse_conv_bn
+from mmdet.registry import MODELS
+from mmengine.config import Config
+from torch import nn
+
+from mmdet_sk.models.layers import SKAttention
+from reliability_utils import DEMO_SK
+
+
+class BackboneNeck(nn.Module):
+    """The detector's ``extract_feat``: backbone, then the neck list (FPN, LevelPlugins)."""
+
+    def __init__(self, detector):
+        super().__init__()
+        self.backbone, self.neck = detector.backbone, detector.neck
+
+    def forward(self, x):
+        return self.neck(self.backbone(x))
+
+
+def with_running_stats(model, seed=0):
+    """Give every BatchNorm non-trivial statistics and affine parameters, so folding matters."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
+    return model.eval()
+
+
+@pytest.fixture
+def detector():
+    cfg = Config.fromfile(DEMO_SK)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    return with_running_stats(MODELS.build(cfg.model))
+
+
+def close(a, b, rtol=1e-5):
+    """Equal within ``rtol`` of the larger magnitude of the two."""
+    return (a - b).abs().max() <= rtol * max(a.abs().max(), b.abs().max(), 1e-12)
+
+
+def test_sk_block_exports():
+    block = with_running_stats(SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32))
+    program = torch.export.export(block, (torch.rand(2, 64, 16, 16), ))
+    x = torch.randn(2, 64, 16, 16)
+    with torch.no_grad():
+        assert close(program.module()(x), block(x))
+
+
+def test_backbone_and_neck_export(detector):
+    net = BackboneNeck(detector).eval()
+    program = torch.export.export(net, (torch.rand(1, 3, 128, 128), ))
+    assert sum('conv2d' in str(n.target) for n in program.graph.nodes) > 40
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    with torch.no_grad():
+        eager, exported = net(x), program.module()(x)
+    assert len(eager) == len(exported) == 5
+    assert all(close(a, b) for a, b in zip(exported, eager))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec('onnx') is None or importlib.util.find_spec('onnxscript') is None,
+    reason='torch.onnx.export needs the onnx and onnxscript packages')
+def test_backbone_and_neck_onnx_export(detector, tmp_path):  # pragma: no cover
+    net = BackboneNeck(detector).eval()
+    path = tmp_path / 'backbone_neck.onnx'
+    torch.onnx.export(net, (torch.rand(1, 3, 128, 128), ), str(path))
+    assert path.stat().st_size > 0
+
+
+def test_fuse_conv_bn_keeps_detector_outputs(detector):
+    x = torch.rand(1, 3, 128, 128) * 2 - 1
+    num_bn = sum(isinstance(m, nn.BatchNorm2d) for m in detector.modules())
+    num_sk_bn = sum(isinstance(branch.bn, nn.BatchNorm2d) for m in detector.modules()
+                    if isinstance(m, SKAttention) for branch in m.convs)
+    assert num_sk_bn == 20 and num_bn > num_sk_bn
+    with torch.no_grad():
+        feats = detector.extract_feat(x)
+        rpn = detector.rpn_head(feats)
+        rois = torch.tensor([[0, 4.0, 4.0, 60.0, 70.0], [0, 30.0, 10.0, 120.0, 90.0]])
+        roi = detector.roi_head._bbox_forward(feats, rois)
+
+    fused = fuse_conv_bn(detector)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    with torch.no_grad():
+        feats_f = fused.extract_feat(x)
+        rpn_f = fused.rpn_head(feats_f)
+        roi_f = fused.roi_head._bbox_forward(feats_f, rois)
+    assert all(close(a, b) for a, b in zip(feats_f, feats))
+    assert all(close(a, b) for level_a, level_b in zip(rpn_f, rpn)
+               for a, b in zip(level_a, level_b))
+    assert close(roi_f['cls_score'], roi['cls_score'])
+    assert close(roi_f['bbox_pred'], roi['bbox_pred'])

@@ -1,0 +1,258 @@
+#!/usr/bin/env python
+"""Cost of the SK detectors against their MMDetection baselines: params, FLOPs, CPU latency.
+
+    python tools/analysis_tools/benchmark_detector.py               # 512 x 512, < 5 min on 2 cores
+    python tools/analysis_tools/benchmark_detector.py --shape 800 1333 --repeats 3
+    python tools/analysis_tools/benchmark_detector.py --quick       # tiny input (for tests)
+
+Every model is built from its config (``init_cfg`` of the backbone set to None: nothing is
+downloaded, then ``init_weights()``) and measured in one process, on one random (1, 3, H, W)
+input padded to the preprocessor's divisor:
+
+* params, and FLOPs of the whole detector in ``mode='tensor'`` from
+  ``tools/analysis_tools/get_flops.py`` (MMEngine's counter: one multiply-add = 1 FLOP,
+  operators without a rule count 0), and of backbone + neck alone;
+* inference latency: ``mode='predict'`` in eval mode under ``torch.no_grad``, and of the
+  backbone + neck alone (the part SK changes);
+* train step latency: ``mode='loss'`` on three ground-truth boxes, backward, an SGD step
+  with learning rate 0 (the work of a step; the weights stay those that were timed);
+
+each the median of interleaved rounds (every model once per round, the order rotated).
+A two-stage detector's RoI head costs in proportion to the number and size of the proposals
+its RPN keeps, which depend on the (random) weights: for every two-stage model the RPN's test
+NMS keeps all of them, up to ``test_cfg.rpn.max_per_img`` (:func:`fix_proposals`; the RoIs
+column counts them), and its classification and regression convs are zero, so that it
+proposes the same anchors in every model (:func:`build`).
+"""
+import argparse
+import json
+import logging
+import os
+import os.path as osp
+import sys
+import time
+from typing import Callable
+
+import torch
+from mmengine.analysis import get_model_complexity_info
+from mmengine.config import Config
+from mmengine.logging import MMLogger
+from torch import nn
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from benchmark_sk import interleaved  # noqa: E402
+from get_flops import model_complexity  # noqa: E402
+
+GCNET = 'mmdet::gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'
+# (name, config, name of its baseline or None)
+MODELS = [
+    ('faster-rcnn r50', 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', None),
+    ('faster-rcnn r50 SK', 'configs/faster_rcnn_r50_sk_fpn.py', 'faster-rcnn r50'),
+    ('faster-rcnn r50 GCNet', GCNET, 'faster-rcnn r50'),
+    ('yolox-s', 'mmdet::yolox/yolox_s_8xb8-300e_coco.py', None),
+    ('yolox-s SK', 'configs/yolox_s_sk_8xb8-300e_coco.py', 'yolox-s'),
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'), default=None,
+                        help='input height and width (default: 512 512, --quick: 128 128)')
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='interleaved rounds (default: 3, --quick: 1)')
+    parser.add_argument('--quick', action='store_true',
+                        help='tiny input, one round without warm-up (for tests)')
+    parser.add_argument('--json', help='write the results to this file')
+    return parser.parse_args()
+
+
+def load_cfg(config: str) -> Config:
+    """The config of ``config``; for GCNet, Faster R-CNN with the GCNet config's plugins.
+
+    MMDetection ships GCNet only on Mask R-CNN, so the anchor is the Faster R-CNN baseline with
+    the backbone plugins (ContextBlock, ratio 1/16, stages c3-c5) of that config.
+    """
+    if config == GCNET:
+        cfg = Config.fromfile(_mim_path(MODELS[0][1]))
+        cfg.model.backbone.plugins = Config.fromfile(_mim_path(GCNET)).model.backbone.plugins
+        return cfg
+    return Config.fromfile(_mim_path(config))
+
+
+def _mim_path(config: str) -> str:
+    """A path for ``Config.fromfile``: ``mmdet::x`` is MMDetection's packaged ``configs/x``."""
+    if config.startswith('mmdet::'):
+        import mmdet
+        return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', config[7:])
+    return osp.join(ROOT, config)
+
+
+def fix_proposals(cfg: Config) -> Config:
+    """Let a two-stage detector's RPN keep ``max_per_img`` proposals at test time, always.
+
+    With random weights the RPN's NMS keeps a weight-dependent number of proposals, and the
+    RoI head costs in proportion: NMS at IoU 1.0 suppresses nothing, so every model's RoI head
+    gets the config's ``test_cfg.rpn.max_per_img`` (as a trained RPN on a COCO image mostly
+    does). The FLOP count builds its model from this config too.
+    """
+    rpn = cfg.model.get('test_cfg', {}).get('rpn')
+    if rpn is not None:
+        rpn.nms.iou_threshold = 1.0
+    return cfg
+
+
+def build(cfg: Config) -> nn.Module:
+    """The detector of ``cfg``, initialised; a two-stage one proposes its anchors.
+
+    The RoI head's cost depends on the size of the boxes it pools (RoIAlign samples a large
+    box more), and a random RPN picks different boxes in different models. Zero classification
+    and regression convs make every model's RPN propose the same anchors, so the models'
+    latencies differ by their backbone and neck only.
+    """
+    from mmdet.registry import MODELS as DET_MODELS
+    from mmengine.model import revert_sync_batchnorm
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    model = revert_sync_batchnorm(DET_MODELS.build(cfg.model))
+    model.init_weights()
+    if hasattr(model, 'rpn_head'):
+        for layer in (model.rpn_head.rpn_cls, model.rpn_head.rpn_reg):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return model
+
+
+class Features(nn.Module):
+    """Backbone + neck of a detector as a module, for the FLOP counter."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, x: torch.Tensor):
+        return self.detector.extract_feat(x)
+
+
+def samples(h: int, w: int, with_gt: bool) -> list:
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
+                scale_factor=(1.0, 1.0))
+    sample = DetDataSample(metainfo=meta)
+    if with_gt:
+        boxes = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.3, 0.2, 0.9, 0.7], [0.6, 0.6, 0.8, 0.95]])
+        sample.gt_instances = InstanceData(
+            bboxes=boxes * torch.tensor([w, h, w, h]), labels=torch.tensor([0, 5, 17]))
+    return [sample]
+
+
+def main() -> None:
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    import mmdet_sk  # noqa: F401  (registers the SK modules)
+
+    args = parse_args()
+    h, w = args.shape or ((128, 128) if args.quick else (512, 512))
+    rounds = args.repeats or (1 if args.quick else 3)
+    print(f'Detector benchmark on cpu: torch {torch.__version__}, {torch.get_num_threads()} '
+          f'threads, load average at start {os.getloadavg()[0]:.2f} (other processes may '
+          f'share the machine)\ninput (1, 3, {h}, {w}) padded to the preprocessor divisor; '
+          f'latency: median of {rounds} interleaved rounds'
+          f'{"" if args.quick else " after a warm-up"}.\n'
+          'GFLOPs: MMEngine counter, one multiply-add = 1; "all" is the whole detector in '
+          'mode="tensor", "b+n" backbone + neck.\n/base: this model / its baseline. RoIs: '
+          'proposals the RoI head received at inference (two-stage: RPN test NMS off, its\n'
+          'cls/reg convs zero, so every model proposes the same anchors).')
+    models, info = {}, {}
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    # Quiet while building and counting: init_weights() logs every parameter and the counter
+    # warns of every operator it has no rule for.
+    logger.setLevel(logging.ERROR)
+    start = time.perf_counter()
+    for name, config, base in MODELS:
+        cfg = fix_proposals(load_cfg(config))
+        models[name] = model = build(cfg)
+        divisor = cfg.model.data_preprocessor.get('pad_size_divisor', 1) or 1
+        ph, pw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+        flops = model_complexity(cfg, (ph, pw))
+        with torch.no_grad():
+            features = get_model_complexity_info(
+                Features(model.eval()), inputs=(torch.rand(1, 3, ph, pw), ),
+                show_table=False, show_arch=False)['flops']
+        info[name] = dict(name=name, config=config, baseline=base, input=(ph, pw),
+                          params=flops['params'], flops=flops['flops'], flops_bn=features,
+                          rois=None)
+        print(f'built and counted {name} in {time.perf_counter() - start:.0f} s', flush=True)
+    logger.setLevel(level)
+
+    def count_rois(name: str) -> Callable:
+
+        def hook(module, args, out):
+            if not module.training:
+                info[name]['rois'] = int(args[1].shape[0])
+
+        return hook
+
+    infer, feat, train = {}, {}, {}
+    for key, model in models.items():
+        ph, pw = info[key]['input']
+        x = torch.rand(1, 3, ph, pw, generator=torch.Generator().manual_seed(0))
+        if hasattr(model, 'roi_head'):
+            model.roi_head.bbox_roi_extractor.register_forward_hook(count_rois(key))
+        # lr 0: the work of a step, and the same weights (and proposals) in every round.
+        optim = torch.optim.SGD(model.parameters(), lr=0., momentum=0.9, weight_decay=1e-4)
+
+        def predict(model=model, x=x, s=samples(ph, pw, False)):
+            model.eval()
+            with torch.no_grad():
+                model(x, s, mode='predict')
+
+        def extract(model=model, x=x):
+            model.eval()
+            with torch.no_grad():
+                model.extract_feat(x)
+
+        def step(model=model, x=x, s=samples(ph, pw, True), optim=optim):
+            model.train()
+            losses = model(x, s, mode='loss')
+            loss, _ = model.parse_losses(losses)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+
+        infer[key], feat[key], train[key] = predict, extract, step
+
+    for kind, fns in (('infer_ms', infer), ('features_ms', feat), ('train_ms', train)):
+        for fn in fns.values() if not args.quick else ():
+            fn()  # warm-up
+        for key, ms in interleaved(fns, rounds, torch.device('cpu')).items():
+            info[key][kind] = ms
+        print(f'timed {kind[:-3]} at {time.perf_counter() - start:.0f} s', flush=True)
+    print(f'{"model":<22}{"params M":>9}{"/base":>7}{"GFLOPs all":>11}{"/base":>7}'
+          f'{"GFLOPs b+n":>11}{"/base":>7}{"RoIs":>6}{"infer ms":>10}{"/base":>7}'
+          f'{"b+n ms":>9}{"/base":>7}{"train ms":>10}{"/base":>7}')
+    for key, r in info.items():
+        base = info[r['baseline']] if r['baseline'] else r
+
+        def cell(field, scale, spec, width):
+            return f'{r[field] / scale:{width}{spec}}{r[field] / base[field]:7.3f}'
+
+        print(f'{r["name"]:<22}{cell("params", 1e6, ".2f", 9)}'
+              f'{cell("flops", 1e9, ".1f", 11)}{cell("flops_bn", 1e9, ".1f", 11)}'
+              f'{r["rois"] if r["rois"] is not None else "-":>6}'
+              f'{cell("infer_ms", 1, ".0f", 10)}{cell("features_ms", 1, ".0f", 9)}'
+              f'{cell("train_ms", 1, ".0f", 10)}')
+    print(f'{time.perf_counter() - start:.0f} s in all; load average at end '
+          f'{os.getloadavg()[0]:.2f}')
+    if args.json:
+        meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), shape=(h, w),
+                    rounds=rounds)
+        with open(args.json, 'w') as f:
+            json.dump(dict(meta=meta, models=list(info.values())), f, indent=1)
+        print(f'wrote {args.json}')
+
+
+if __name__ == '__main__':
+    main()

@@ -15,3 +15,6 @@ model = dict(
         {{_base_.model.neck}},
         dict(type='LevelPlugins', in_channels=256, num_levels=5, levels=(1, 2, 3, 4), plugin=sk)
     ])
+
+# Crash-safe checkpoints that also carry the RNG state, for an exact --resume.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

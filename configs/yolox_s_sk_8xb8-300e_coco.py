@@ -20,3 +20,6 @@ model = dict(
         {{_base_.model.neck}},
         dict(type='LevelPlugins', in_channels=128, num_levels=3, plugin=sk)
     ])
+
+# Crash-safe checkpoints that also carry the RNG state, for an exact --resume.
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -72,6 +72,7 @@ param_scheduler = [
 ]
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=100, max_keep_ckpts=2))
+    checkpoint=dict(
+        type='AtomicCheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2))
 log_processor = dict(by_epoch=False)
 auto_scale_lr = dict(enable=False, base_batch_size=8)

@@ -1,40 +1,10 @@
-from collections import OrderedDict
-
 import pytest
 import torch
 from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.models.layers._seed_sk import SeedSKAttention as SeedSK
 from mmdet_sk.utils import thop_flops
-
-
-class SeedSK(nn.Module):
-    """A plain transcription of the seed document's module: the reference of these tests."""
-
-    def __init__(self, channel=512, kernels=(1, 3, 5, 7), reduction=16, group=1, L=32):
-        super().__init__()
-        self.d = max(L, channel // reduction)
-        self.convs = nn.ModuleList([
-            nn.Sequential(
-                OrderedDict([('conv', nn.Conv2d(channel, channel, k, padding=k // 2,
-                                                groups=group)),
-                             ('bn', nn.BatchNorm2d(channel)), ('relu', nn.ReLU())]))
-            for k in kernels
-        ])
-        self.fc = nn.Linear(channel, self.d)
-        self.fcs = nn.ModuleList([nn.Linear(self.d, channel) for _ in kernels])
-        self.softmax = nn.Softmax(dim=0)
-
-    def forward(self, x):
-        B, C, H, W = x.size()
-        conv_outs = [conv(x) for conv in self.convs]
-        feats = torch.stack(conv_outs, 0)
-        U = sum(conv_outs)
-        S = U.mean(-1).mean(-1)
-        Z = self.fc(S)
-        weights = [fc(Z).view(B, C, 1, 1) for fc in self.fcs]
-        scale_weight = self.softmax(torch.stack(weights, 0))
-        return (scale_weight * feats).sum(0)
 
 
 def _pair(channels=64, **kwargs):

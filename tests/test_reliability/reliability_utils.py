@@ -12,7 +12,8 @@ REPO = osp.dirname(osp.dirname(HERE))
 DEMO_SK = osp.join(REPO, 'configs', 'demo', 'faster-rcnn_r18_sk_fpn_shapes.py')
 
 # The SK demo detector, trained only (no validation) on the tiny set with batch 2, no
-# worker processes, deterministic, SGD at a learning rate that moves the weights within a
+# worker processes, deterministic, SGD with momentum (the demo's AdamW replaced, so that the
+# tests do not follow the demo's tuning) at a learning rate that moves the weights within a
 # few iterations, a scheduler whose state matters, and checkpoints every 2 iterations.
 CONFIG = """
 _base_ = {base!r}
@@ -25,7 +26,9 @@ val_cfg = None
 val_dataloader = None
 val_evaluator = None
 train_cfg = dict(max_iters={max_iters})
-optim_wrapper = dict(optimizer=dict(lr=0.02))
+optim_wrapper = dict(
+    optimizer=dict(_delete_=True, type='SGD', lr={lr}, momentum=0.9, weight_decay=1e-4),
+    clip_grad=None)
 param_scheduler = [dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0,
                         end={max_iters})]
 default_hooks = dict(
@@ -43,15 +46,15 @@ NO_FLIP = """[
         dict(type='PackDetInputs')]"""
 
 
-def write_config(path, root, max_iters=6, batch_size=2, hook='AtomicCheckpointHook', keep=2,
-                 custom_hooks=(), flip=True, extra: str = '') -> str:
+def write_config(path, root, max_iters=6, batch_size=2, lr=0.02, hook='AtomicCheckpointHook',
+                 keep=2, custom_hooks=(), flip=True, extra: str = '') -> str:
     """Write a config deriving from the SK demo config; return its path.
 
     ``extra`` is appended; it must not assign ``train_dataloader`` (that would replace the
     one above, not merge with it).
     """
     text = CONFIG.format(base=DEMO_SK, root=str(root) + '/', max_iters=max_iters,
-                         batch_size=batch_size, hook=hook, keep=keep,
+                         batch_size=batch_size, lr=lr, hook=hook, keep=keep,
                          custom_hooks=list(custom_hooks),
                          pipeline='' if flip else f', pipeline={NO_FLIP}')
     with open(path, 'w') as f:

@@ -33,7 +33,6 @@ EXTRA = """
 model = dict(
     backbone=dict(norm_eval=True),
     train_cfg=dict(rpn=dict(sampler=dict(num=100000)), rcnn=dict(sampler=dict(num=100000))))
-optim_wrapper = dict(optimizer=dict(lr=0.005))
 param_scheduler = []
 """
 
@@ -52,7 +51,7 @@ def read(path):
 def test_two_processes_train_like_one_with_the_doubled_batch(tiny_coco, tmp_path):
     def config(name, batch_size):
         return write_config(tmp_path / f'{name}.py', tiny_coco, max_iters=3,
-                            batch_size=batch_size, flip=False, extra=EXTRA, custom_hooks=[
+                            batch_size=batch_size, lr=0.005, flip=False, extra=EXTRA, custom_hooks=[
                                 dict(type='RecorderHook', out_file=str(tmp_path / f'{name}.jsonl'))
                             ])
 

@@ -55,9 +55,10 @@ def assert_same_final_state(work, reference):
     assert ours['state_dict'].keys() == ref['state_dict'].keys()
     assert all(torch.equal(ours['state_dict'][k], v) for k, v in ref['state_dict'].items())
     assert ours['optimizer']['param_groups'] == ref['optimizer']['param_groups']
-    momenta = [(s['momentum_buffer'], ref['optimizer']['state'][i]['momentum_buffer'])
-               for i, s in ours['optimizer']['state'].items()]
-    assert momenta and all(torch.equal(a, b) for a, b in momenta)
+    states = [(name, a, ref['optimizer']['state'][i][name])
+              for i, s in ours['optimizer']['state'].items() for name, a in s.items()]
+    assert any(name == 'momentum_buffer' for name, _, _ in states)
+    assert all(torch.equal(a, b) for _, a, b in states)
     assert ours['param_schedulers'] == ref['param_schedulers']
     assert ours['meta']['iter'] == ref['meta']['iter'] == 6
 

@@ -39,17 +39,23 @@ def run(cmd):
 
 
 def last_scalars(work_dir):
-    """The metrics of the newest ``scalars.json`` under ``work_dir``."""
+    """The metrics of the newest run under ``work_dir``.
+
+    ``tools/test.py`` writes them to ``<timestamp>/<timestamp>.json``; a training run's
+    validation writes them to ``<timestamp>/vis_data/scalars.json`` (one line per log step).
+    """
     runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d)))
     for run_dir in reversed(runs):
-        path = osp.join(work_dir, run_dir, 'vis_data', 'scalars.json')
-        if osp.isfile(path):
+        for path in (osp.join(work_dir, run_dir, f'{run_dir}.json'),
+                     osp.join(work_dir, run_dir, 'vis_data', 'scalars.json')):
+            if not osp.isfile(path):
+                continue
             with open(path) as f:
                 rows = [json.loads(line) for line in f if line.strip()]
             rows = [r for r in rows if 'coco/bbox_mAP' in r]
             if rows:
                 return run_dir, rows[-1]
-    return None, {}
+    raise RuntimeError(f'no COCO bbox metrics under {work_dir}: did tools/test.py evaluate?')
 
 
 def main():
@@ -68,10 +74,9 @@ def main():
         extra)
     run_dir, scalars = last_scalars(osp.join(ROOT, test_dir))
     print('\n=== mmdet-sk demo:', name)
-    print('COCO bbox  ' + '  '.join(f'{m[5:]}={scalars.get("coco/" + m, float("nan")):.3f}'
-                                    for m in METRICS))
+    print('COCO bbox  ' + '  '.join(f'{m[5:]}={scalars["coco/" + m]:.3f}' for m in METRICS))
     print(f'checkpoint: {ckpt}')
-    print(f'drawn predictions: {osp.join(test_dir, run_dir or "<timestamp>", "vis")}')
+    print(f'drawn predictions: {osp.join(test_dir, run_dir, "vis")}')
     print(f'wall time: {time.time() - start:.0f} s')
 
 

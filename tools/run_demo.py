@@ -21,6 +21,7 @@ sys.path.insert(0, ROOT)
 from mmdet_sk.datasets import ensure_demo_data  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
+DEFAULT_DATA_ROOT = 'data/coco_shapes'
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 
 
@@ -28,8 +29,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='demo config')
     parser.add_argument('--work-dir', help='default: work_dirs/<config name>')
-    parser.add_argument('--data-root', default='data/coco_shapes', help='generated data')
-    parser.add_argument('--cfg-options', nargs='+', default=[], help='passed to both tools')
+    parser.add_argument(
+        '--data-root', default=DEFAULT_DATA_ROOT,
+        help='COCO-format data set; the default (or a folder that does not exist yet) is '
+        'generated with tools/misc/generate_demo_data.py\'s defaults, another one used as is')
+    parser.add_argument('--cfg-options', nargs='+', default=[], help='passed to both tools (after the data root options)')
     return parser.parse_args()
 
 
@@ -58,13 +62,23 @@ def last_scalars(work_dir):
     raise RuntimeError(f'no COCO bbox metrics under {work_dir}: did tools/test.py evaluate?')
 
 
+def data_options(data_root: str) -> list:
+    """``--cfg-options`` that point every data loader and evaluator at ``data_root``."""
+    root = data_root.rstrip('/') + '/'
+    ann = root + 'annotations/instances_val2017.json'
+    return [f'{loader}.dataset.data_root={root}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+                f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+
+
 def main():
     args = parse_args()
     start = time.time()
     name = osp.splitext(osp.basename(args.config))[0]
     work_dir = args.work_dir or osp.join('work_dirs', name)
-    ensure_demo_data(osp.join(ROOT, args.data_root))
-    extra = ['--cfg-options'] + args.cfg_options if args.cfg_options else []
+    if args.data_root == DEFAULT_DATA_ROOT or not osp.exists(osp.join(ROOT, args.data_root)):
+        ensure_demo_data(osp.join(ROOT, args.data_root))  # the demo's own set: (re)generate
+    extra = ['--cfg-options'] + data_options(args.data_root) + args.cfg_options
     py = sys.executable
     run([py, 'tools/train.py', args.config, '--work-dir', work_dir] + extra)
     with open(osp.join(ROOT, work_dir, 'last_checkpoint')) as f:

@@ -1,8 +1,10 @@
 """End to end through the command-line tools, as a user runs them."""
+import json
 import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -53,3 +55,21 @@ def test_train_evaluate_resume_and_test(tiny_coco, tmp_path):
     assert 'coco/bbox_mAP' in out
     drawn = list((tmp_path / 'test').glob('*/vis/*.jpg'))
     assert len(drawn) == 8
+
+
+def test_run_demo_prints_the_coco_summary_of_its_test_run(tiny_coco, tmp_path):
+    out = _tool('tools/run_demo.py', '--work-dir', str(tmp_path / 'demo'), '--data-root',
+                str(tiny_coco), '--cfg-options', 'train_cfg.max_iters=2',
+                'train_cfg.val_interval=2', *_data_options(tiny_coco)[5:])
+    summary = out[out.index('=== mmdet-sk demo'):].splitlines()
+    values = dict(item.split('=') for item in summary[1].split()[2:])
+    assert list(values) == ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
+    test_runs = list((tmp_path / 'demo' / 'test').glob('*/*.json'))
+    assert len(test_runs) == 1
+    metrics = json.loads(test_runs[0].read_text())
+    assert {k: float(v) for k, v in values.items()} == pytest.approx(
+        {k: round(metrics[f'coco/bbox_{k}'], 3) for k in values}, abs=1e-9)
+    drawn = summary[3].split(': ')[1]
+    assert drawn == str(test_runs[0].parent / 'vis')
+    assert len(list(test_runs[0].parent.glob('vis/*.jpg'))) == 8
+    assert summary[2] == f'checkpoint: {tmp_path / "demo" / "iter_2.pth"}'

@@ -79,6 +79,9 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min=1e-4)
 ]
+# One short run from scratch depends strongly on its random seed (the same SK config gave
+# 0.345 and 0.202 mAP with two unseeded runs): fix it, so that `make demo` repeats.
+randomness = dict(seed=0)
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The embedded demo: generate the shapes set if missing, train on CPU, evaluate, draw.
 
-    python tools/run_demo.py                      # SK demo (configs/demo/faster-rcnn_r18_sk_fpn_shapes.py)
+    python tools/run_demo.py          # SK demo: configs/demo/faster-rcnn_r18_sk_fpn_shapes.py
     python tools/run_demo.py --config configs/demo/faster-rcnn_r18_fpn_shapes.py   # baseline
 
 It runs ``tools/train.py`` and ``tools/test.py --show-dir`` as subprocesses, exactly as a user
@@ -18,7 +18,7 @@ import time
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from mmdet_sk.datasets import ensure_demo_data  # noqa: E402
+from mmdet_sk.datasets import data_root_options, ensure_demo_data  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
 DEFAULT_DATA_ROOT = 'data/coco_shapes'
@@ -33,7 +33,8 @@ def parse_args():
         '--data-root', default=DEFAULT_DATA_ROOT,
         help='COCO-format data set; the default (or a folder that does not exist yet) is '
         'generated with tools/misc/generate_demo_data.py\'s defaults, another one used as is')
-    parser.add_argument('--cfg-options', nargs='+', default=[], help='passed to both tools (after the data root options)')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        help='passed to both tools (after the data root options)')
     return parser.parse_args()
 
 
@@ -42,33 +43,20 @@ def run(cmd):
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
-def last_scalars(work_dir):
-    """The metrics of the newest run under ``work_dir``.
+def last_test_metrics(work_dir):
+    """The newest ``tools/test.py`` run under ``work_dir`` and its metrics.
 
-    ``tools/test.py`` writes them to ``<timestamp>/<timestamp>.json``; a training run's
-    validation writes them to ``<timestamp>/vis_data/scalars.json`` (one line per log step).
+    ``tools/test.py`` writes them, one JSON object, to ``<timestamp>/<timestamp>.json``.
     """
     runs = sorted(d for d in os.listdir(work_dir) if osp.isdir(osp.join(work_dir, d)))
     for run_dir in reversed(runs):
-        for path in (osp.join(work_dir, run_dir, f'{run_dir}.json'),
-                     osp.join(work_dir, run_dir, 'vis_data', 'scalars.json')):
-            if not osp.isfile(path):
-                continue
+        path = osp.join(work_dir, run_dir, f'{run_dir}.json')
+        if osp.isfile(path):
             with open(path) as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-            rows = [r for r in rows if 'coco/bbox_mAP' in r]
-            if rows:
-                return run_dir, rows[-1]
+                metrics = json.load(f)
+            if 'coco/bbox_mAP' in metrics:
+                return run_dir, metrics
     raise RuntimeError(f'no COCO bbox metrics under {work_dir}: did tools/test.py evaluate?')
-
-
-def data_options(data_root: str) -> list:
-    """``--cfg-options`` that point every data loader and evaluator at ``data_root``."""
-    root = data_root.rstrip('/') + '/'
-    ann = root + 'annotations/instances_val2017.json'
-    return [f'{loader}.dataset.data_root={root}'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
-                f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
 
 
 def main():
@@ -78,7 +66,7 @@ def main():
     work_dir = args.work_dir or osp.join('work_dirs', name)
     if args.data_root == DEFAULT_DATA_ROOT or not osp.exists(osp.join(ROOT, args.data_root)):
         ensure_demo_data(osp.join(ROOT, args.data_root))  # the demo's own set: (re)generate
-    extra = ['--cfg-options'] + data_options(args.data_root) + args.cfg_options
+    extra = ['--cfg-options'] + data_root_options(args.data_root) + args.cfg_options
     py = sys.executable
     run([py, 'tools/train.py', args.config, '--work-dir', work_dir] + extra)
     with open(osp.join(ROOT, work_dir, 'last_checkpoint')) as f:
@@ -86,9 +74,9 @@ def main():
     test_dir = osp.join(work_dir, 'test')
     run([py, 'tools/test.py', args.config, ckpt, '--work-dir', test_dir, '--show-dir', 'vis'] +
         extra)
-    run_dir, scalars = last_scalars(osp.join(ROOT, test_dir))
+    run_dir, metrics = last_test_metrics(osp.join(ROOT, test_dir))
     print('\n=== mmdet-sk demo:', name)
-    print('COCO bbox  ' + '  '.join(f'{m[5:]}={scalars["coco/" + m]:.3f}' for m in METRICS))
+    print('COCO bbox  ' + '  '.join(f'{m[5:]}={metrics["coco/" + m]:.3f}' for m in METRICS))
     print(f'checkpoint: {ckpt}')
     print(f'drawn predictions: {osp.join(test_dir, run_dir, "vis")}')
     print(f'wall time: {time.time() - start:.0f} s')

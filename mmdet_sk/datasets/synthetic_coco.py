@@ -289,6 +289,22 @@ def ensure_demo_data(out_dir: Union[str, Path], **kwargs) -> str:
     return str(root)
 
 
+def data_root_options(data_root: Union[str, Path]) -> List[str]:
+    """``--cfg-options`` that point a demo config's data loaders and evaluators at a set.
+
+    Args:
+        data_root (str | Path): Root of a set laid out as :func:`generate_coco_shapes` writes it.
+
+    Returns:
+        list[str]: ``key=value`` overrides for ``tools/train.py`` / ``tools/test.py``.
+    """
+    root = str(data_root).rstrip('/') + '/'
+    ann = f'{root}annotations/instances_val2017.json'
+    return [f'{loader}.dataset.data_root={root}'
+            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
+                f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+
+
 def dataset_stats(ann_file: Union[str, Path]) -> Dict[str, object]:
     """Count images, instances per class and instances per COCO area range of one split.
 

@@ -102,16 +102,6 @@ class Background:
         return self.out
 
 
-def data_options(root) -> List[str]:
-    """``--cfg-options`` pointing every data loader and evaluator of a demo config at ``root``."""
-    root = f'{root}/'
-    ann = f'{root}annotations/instances_val2017.json'
-    return [f'train_dataloader.dataset.data_root={root}',
-            f'val_dataloader.dataset.data_root={root}',
-            f'test_dataloader.dataset.data_root={root}', f'val_evaluator.ann_file={ann}',
-            f'test_evaluator.ann_file={ann}']
-
-
 def run_preflight(monkeypatch, name: str, *argv: str) -> None:
     """Run the preflight of ``tools/<name> argv`` in this process, as the tool does."""
     from mmdet_sk.utils.launch import load_tool_config, mmdet_tool_path

@@ -15,10 +15,11 @@ from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.optim import AmpOptimWrapper
 
+from mmdet_sk.datasets import data_root_options
 from mmdet_sk.models.layers import SKAttention
 from mmdet_sk.utils import BF16OptimWrapper
 from mmdet_sk.utils.amp import mmcv_ops_in_fp32_under_cpu_autocast
-from reliability_utils import DEMO_SK, data_options, run_preflight, tool, write_config
+from reliability_utils import DEMO_SK, run_preflight, tool, write_config
 
 INPUTS = {
     'zeros': lambda: torch.zeros(2, 64, 16, 16),
@@ -88,7 +89,7 @@ def test_mmengine_amp_wrapper_needs_a_gpu_and_preflight_says_what_to_use(monkeyp
                        r"optim_wrapper.type='BF16OptimWrapper'.*--amp"):
         run_preflight(monkeypatch, 'train.py', DEMO_SK, '--cfg-options',
                       'optim_wrapper.type=AmpOptimWrapper', 'optim_wrapper.dtype=bfloat16',
-                      *data_options(tiny_coco))
+                      *data_root_options(tiny_coco))
 
 
 def test_bf16_wrapper_rejects_float16():

@@ -14,9 +14,10 @@ import torch
 from mmdet.registry import MODELS
 from mmengine.config import Config
 
+from mmdet_sk.datasets import data_root_options
 from mmdet_sk.utils.checkpoint import check_checkpoint_fits, read_checkpoint
 from mmdet_sk.utils.preflight import check_neck_levels, check_plugin_configs
-from reliability_utils import DEMO_SK, REPO, data_options, run_preflight, tool
+from reliability_utils import DEMO_SK, REPO, run_preflight, tool
 
 DEMO_PLAIN = osp.join(REPO, 'configs', 'demo', 'faster-rcnn_r18_fpn_shapes.py')
 R50_SK = osp.join(REPO, 'configs', 'faster_rcnn_r50_sk_fpn.py')
@@ -185,13 +186,14 @@ def test_train_preflight_rejects_mmdet_resnet_bad_position(monkeypatch, tiny_coc
     with pytest.raises(ValueError, match=r"position='after_conv4'.*allowed: after_conv1"):
         run_preflight(monkeypatch, 'train.py', R50_SK, '--cfg-options',
                       'model.backbone.type=ResNet',
-                      'model.backbone.plugins.0.position=after_conv4', *data_options(tiny_coco))
+                      'model.backbone.plugins.0.position=after_conv4',
+                      *data_root_options(tiny_coco))
 
 
 def test_missing_annotation_file_names_path_and_how_to_generate(monkeypatch, tmp_path):
     root = tmp_path / 'coco_shapes'
     with pytest.raises(FileNotFoundError) as err:
-        run_preflight(monkeypatch, 'train.py', DEMO_SK, '--cfg-options', *data_options(root))
+        run_preflight(monkeypatch, 'train.py', DEMO_SK, '--cfg-options', *data_root_options(root))
     message = str(err.value)
     assert message.startswith(f'train_dataloader.dataset.ann_file: {root}/annotations/'
                               f'instances_train2017.json does not exist')
@@ -203,7 +205,7 @@ def test_missing_image_folder(monkeypatch, tiny_coco, tmp_path):
     shutil.copytree(tiny_coco / 'annotations', root / 'annotations')
     shutil.copytree(tiny_coco / 'train2017', root / 'train2017')
     with pytest.raises(FileNotFoundError) as err:  # val2017/ is missing
-        run_preflight(monkeypatch, 'train.py', DEMO_SK, '--cfg-options', *data_options(root))
+        run_preflight(monkeypatch, 'train.py', DEMO_SK, '--cfg-options', *data_root_options(root))
     message = str(err.value)
     assert message.startswith(f'val_dataloader.dataset.data_prefix.img: {root}/val2017/ does '
                               f'not exist')
@@ -214,12 +216,12 @@ def test_missing_evaluator_annotation(monkeypatch, tiny_coco):
     with pytest.raises(FileNotFoundError, match=r'val_evaluator.ann_file: /nowhere/ann.json '
                        r'does not exist'):
         run_preflight(monkeypatch, 'train.py', DEMO_SK, '--cfg-options',
-                      *data_options(tiny_coco), 'val_evaluator.ann_file=/nowhere/ann.json')
+                      *data_root_options(tiny_coco), 'val_evaluator.ann_file=/nowhere/ann.json')
 
 
 def test_train_tool_stops_on_missing_data_before_building(tmp_path):
     out = tool('train.py', DEMO_SK, '--work-dir', str(tmp_path / 'work'), '--cfg-options',
-               *data_options(tmp_path / 'coco_shapes'), expect_rc=1)
+               *data_root_options(tmp_path / 'coco_shapes'), expect_rc=1)
     assert 'FileNotFoundError: train_dataloader.dataset.ann_file:' in out
     assert 'generate_demo_data.py' in out
     assert 'Iter(train)' not in out and not (tmp_path / 'work').exists()
@@ -271,7 +273,7 @@ def test_truncated_load_from_or_resume_stops_train(monkeypatch, plain_checkpoint
     options = [f'load_from={bad}'] if how == 'load_from' else []
     with pytest.raises(RuntimeError, match=r'half.pth \(5000 bytes\) cannot be read'):
         run_preflight(monkeypatch, 'train.py', DEMO_SK, *argv, '--cfg-options', *options,
-                      *data_options(tiny_coco))
+                      *data_root_options(tiny_coco))
 
 
 def test_auto_resume_with_broken_last_checkpoint(monkeypatch, plain_checkpoint, tiny_coco,
@@ -280,7 +282,7 @@ def test_auto_resume_with_broken_last_checkpoint(monkeypatch, plain_checkpoint, 
     work.mkdir()
     shutil.copy(plain_checkpoint, work / 'iter_2.pth')
     argv = ['train.py', DEMO_SK, '--work-dir', str(work), '--resume', '--cfg-options',
-            *data_options(tiny_coco)]
+            *data_root_options(tiny_coco)]
     (work / 'last_checkpoint').write_text('')
     with pytest.raises(RuntimeError, match=r'last_checkpoint is empty.*--resume PATH.*iter_2.pth'):
         run_preflight(monkeypatch, *argv)
@@ -326,7 +328,7 @@ def test_same_architecture_fits(plain_checkpoint):
 
 def test_test_tool_names_truncated_and_foreign_checkpoints(plain_checkpoint, tiny_coco,
                                                            tmp_path):
-    opts = ['--work-dir', str(tmp_path), '--cfg-options', *data_options(tiny_coco)]
+    opts = ['--work-dir', str(tmp_path), '--cfg-options', *data_root_options(tiny_coco)]
     bad = tmp_path / 'cut.pth'
     bad.write_bytes(plain_checkpoint.read_bytes()[:100000])
     out = tool('test.py', DEMO_SK, str(bad), *opts, expect_rc=1)

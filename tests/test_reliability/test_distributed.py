@@ -25,8 +25,9 @@ from mmdet.registry import MODELS
 from mmengine.config import Config
 from mmengine.model import convert_sync_batchnorm
 
+from mmdet_sk.datasets import data_root_options
 from mmdet_sk.models.layers import SKAttention
-from reliability_utils import (DEMO_SK, REPO, data_options, run_preflight, tool, tool_env,
+from reliability_utils import (DEMO_SK, REPO, run_preflight, tool, tool_env,
                                weights, write_config)
 
 EXTRA = """
@@ -50,10 +51,10 @@ def read(path):
 
 def test_two_processes_train_like_one_with_the_doubled_batch(tiny_coco, tmp_path):
     def config(name, batch_size):
+        recorder = dict(type='RecorderHook', out_file=str(tmp_path / f'{name}.jsonl'))
         return write_config(tmp_path / f'{name}.py', tiny_coco, max_iters=3,
-                            batch_size=batch_size, lr=0.005, flip=False, extra=EXTRA, custom_hooks=[
-                                dict(type='RecorderHook', out_file=str(tmp_path / f'{name}.jsonl'))
-                            ])
+                            batch_size=batch_size, lr=0.005, flip=False, extra=EXTRA,
+                            custom_hooks=[recorder])
 
     tool('train.py', config('single', 4), '--work-dir', str(tmp_path / 'single'))
     env = dict(tool_env(), PYTHON=sys.executable, PORT=str(free_port()))
@@ -97,7 +98,7 @@ def test_two_processes_train_like_one_with_the_doubled_batch(tiny_coco, tmp_path
     proc = subprocess.run(['tools/dist_test.sh', config('ddp', 2), str(tmp_path / 'ddp' /
                                                                        'iter_3.pth'), '2',
                            '--work-dir', str(tmp_path / 'test'), '--cfg-options',
-                           *[o for o in data_options(tiny_coco) if o.startswith('test')],
+                           *[o for o in data_root_options(tiny_coco) if o.startswith('test')],
                            'test_dataloader.num_workers=0',
                            'test_dataloader.persistent_workers=False'],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=170)
@@ -145,11 +146,11 @@ def test_syncbn_in_cpu_distributed_training_is_refused_up_front(monkeypatch, tin
         pytest.skip('SyncBN trains on GPUs')
     with pytest.raises(ValueError, match=r"sync_bn='torch' with --launcher pytorch needs GPUs"):
         run_preflight(monkeypatch, 'train.py', DEMO_SK, '--launcher', 'pytorch',
-                      '--cfg-options', 'sync_bn=torch', *data_options(tiny_coco))
+                      '--cfg-options', 'sync_bn=torch', *data_root_options(tiny_coco))
     with pytest.raises(ValueError, match=r"model.backbone.norm_cfg.type='SyncBN' with "
                        r'--launcher pytorch needs GPUs'):
         run_preflight(monkeypatch, 'train.py', DEMO_SK, '--launcher', 'pytorch',
                       '--cfg-options', 'model.backbone.norm_cfg.type=SyncBN',
-                      *data_options(tiny_coco))
+                      *data_root_options(tiny_coco))
     run_preflight(monkeypatch, 'train.py', DEMO_SK, '--cfg-options', 'sync_bn=torch',
-                  *data_options(tiny_coco))  # without a launcher MMEngine does not convert
+                  *data_root_options(tiny_coco))  # without a launcher MMEngine does not convert

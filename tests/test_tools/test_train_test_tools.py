@@ -7,23 +7,24 @@ import sys
 import pytest
 import torch
 
+from mmdet_sk.datasets import data_root_options
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
 
 
+# Small batches, no worker processes, a log line and a checkpoint every iteration.
+_FAST_OPTIONS = [
+    'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+    'train_dataloader.persistent_workers=False', 'val_dataloader.num_workers=0',
+    'val_dataloader.persistent_workers=False', 'test_dataloader.num_workers=0',
+    'test_dataloader.persistent_workers=False', 'default_hooks.logger.interval=1',
+    'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=3'
+]
+
+
 def _data_options(root):
-    root = str(root) + '/'
-    ann = root + 'annotations/instances_val2017.json'
-    return [
-        f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
-        f'test_dataloader.dataset.data_root={root}', f'val_evaluator.ann_file={ann}',
-        f'test_evaluator.ann_file={ann}', 'train_dataloader.batch_size=2',
-        'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
-        'val_dataloader.num_workers=0', 'val_dataloader.persistent_workers=False',
-        'test_dataloader.num_workers=0', 'test_dataloader.persistent_workers=False',
-        'default_hooks.logger.interval=1', 'default_hooks.checkpoint.interval=1',
-        'default_hooks.checkpoint.max_keep_ckpts=3'
-    ]
+    return data_root_options(root) + _FAST_OPTIONS
 
 
 def _tool(*args):
@@ -60,7 +61,7 @@ def test_train_evaluate_resume_and_test(tiny_coco, tmp_path):
 def test_run_demo_prints_the_coco_summary_of_its_test_run(tiny_coco, tmp_path):
     out = _tool('tools/run_demo.py', '--work-dir', str(tmp_path / 'demo'), '--data-root',
                 str(tiny_coco), '--cfg-options', 'train_cfg.max_iters=2',
-                'train_cfg.val_interval=2', *_data_options(tiny_coco)[5:])
+                'train_cfg.val_interval=2', *_FAST_OPTIONS)
     summary = out[out.index('=== mmdet-sk demo'):].splitlines()
     values = dict(item.split('=') for item in summary[1].split()[2:])
     assert list(values) == ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']

@@ -5,12 +5,13 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
-# Runtime requirements come from the one pinned list; build tools and pytest stay out.
-_BUILD_ONLY = {'setuptools', 'ninja', 'wheel', 'pytest'}
+# Runtime requirements come from the one pinned list; build tools and test-only tools stay out.
+_BUILD_OR_TEST_ONLY = {'setuptools', 'ninja', 'wheel', 'pytest', 'ultralytics-thop', 'onnx',
+                       'onnxscript', 'onnxruntime', 'tensorboard'}
 requirements = [
     line.strip() for line in (HERE / 'requirements.txt').read_text().splitlines()
     if line.strip() and not line.startswith('#')
-    and re.split(r'[<>=!~ ]', line.strip())[0] not in _BUILD_ONLY
+    and re.split(r'[<>=!~ ]', line.strip())[0] not in _BUILD_OR_TEST_ONLY
 ]
 version = re.search(r"__version__ = '([^']+)'",
                     (HERE / 'mmdet_sk' / 'version.py').read_text()).group(1)

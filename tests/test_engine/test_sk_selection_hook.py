@@ -1,5 +1,6 @@
 """SKSelectionHook: what it logs, when, and that it leaves nothing behind."""
 import json
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -119,9 +120,15 @@ def test_model_without_sk_and_bad_interval():
         SKSelectionHook(interval=0)
 
 
-def test_real_runner_writes_scalars_json(tiny_coco, tmp_path, repo_root):
-    """Two iterations of the demo detector: only the second is due with interval=2."""
+def test_real_runner_writes_scalars_json_and_tensorboard(tiny_coco, tmp_path, repo_root):
+    """Two iterations of the demo detector: only the second is due with interval=2.
+
+    The visualizer is the README's TensorBoard line (LocalVisBackend + TensorboardVisBackend):
+    the scalars land in ``scalars.json`` and in a real TensorBoard event file, read back with
+    TensorBoard's own reader. One run for both keeps the suite short.
+    """
     from mmengine.runner import Runner
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     root = str(tiny_coco) + '/'
     cfg = Config.fromfile(f'{repo_root}/{CONFIG}')
@@ -138,10 +145,14 @@ def test_real_runner_writes_scalars_json(tiny_coco, tmp_path, repo_root):
     cfg.default_hooks.logger.interval = 1
     cfg.default_hooks.checkpoint = None
     cfg.custom_hooks = [dict(type='SKSelectionHook', interval=2)]
+    cfg.visualizer = dict(
+        type='DetLocalVisualizer',
+        vis_backends=[dict(type='LocalVisBackend'), dict(type='TensorboardVisBackend')],
+        name=f'visualizer_{tmp_path.name}')  # a new instance, not one an earlier test made
     runner = Runner.from_cfg(cfg)
     assert any(isinstance(h, SKSelectionHook) for h in runner.hooks)
     assert ROOT_HOOKS.get('SKSelectionHook') is SKSelectionHook  # found from any scope
-    runner.train()
+    runner.train()  # the LoggerHook closes the visualizer at the end: the event file is flushed
 
     files = list(tmp_path.glob('*/vis_data/scalars.json'))
     assert len(files) == 1
@@ -158,3 +169,15 @@ def test_real_runner_writes_scalars_json(tiny_coco, tmp_path, repo_root):
     model = runner.model.module if hasattr(runner.model, 'module') else runner.model
     assert all(not m.record_selection and m.last_selection is None
                for m in _sk_modules(model))
+
+    event_files = list(tmp_path.glob('*/vis_data/events.out.tfevents.*'))
+    assert len(event_files) == 1
+    events = EventAccumulator(str(event_files[0]), size_guidance={'scalars': 0})
+    events.Reload()
+    tags = events.Tags()['scalars']
+    assert 'loss' in tags  # the LoggerHook's scalars go there too
+    assert sorted(t for t in tags if t.startswith('sk/')) == sorted(sk)
+    for tag in sk:
+        (event, ) = events.Scalars(tag)
+        assert event.step == 2 and math.isfinite(event.value) and 0 <= event.value <= 1
+        assert event.value == pytest.approx(sk[tag], abs=1e-6)  # float32 in the event file

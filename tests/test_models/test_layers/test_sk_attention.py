@@ -1,10 +1,10 @@
 import pytest
+import thop
 import torch
 from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
 from mmdet_sk.models.layers._seed_sk import SeedSKAttention as SeedSK
-from mmdet_sk.utils import thop_flops
 
 
 def _pair(channels=64, **kwargs):
@@ -57,10 +57,14 @@ def test_seed_parameter_count_and_flops():
     model = SKAttention(in_channels=512, reduction=8)
     assert model.d == 64
     assert sum(p.numel() for p in model.parameters()) == 22_192_192
-    # The seed's table: thop.profile on a (1, 512, 7, 7) input. Both modules, one counter.
+    # The seed's table: thop.profile (ultralytics-thop) on a (1, 512, 7, 7) input, both
+    # modules. thop reports multiply-adds (BatchNorm: 4 operations per element) as "FLOPs".
     x = torch.randn(1, 512, 7, 7)
-    assert thop_flops(model.eval(), (x, )) == 1_079_555_584
-    assert thop_flops(SeedSK(512, reduction=8).eval(), (x, )) == 1_079_555_584
+    for m in (model, SeedSK(512, reduction=8)):
+        keys = list(m.state_dict())
+        macs, params = thop.profile(m.train(), inputs=(x, ), verbose=False)
+        assert (macs, params) == (1_079_555_584, 22_192_192)
+        assert m.training and list(m.state_dict()) == keys  # thop leaves the module as it was
 
 
 def test_dilated_paper_preset_shapes():

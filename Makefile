@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env demo demo-baseline test bench clean-env
+.PHONY: env demo demo-baseline test bench study clean-env
 
 env: $(VENV)/.installed
 
@@ -29,6 +29,10 @@ demo-baseline: env
 
 test: env
 	$(BIN)/python -m pytest tests
+
+# The seeded SK study (hours on 2 cores; finished runs are kept and skipped when run again).
+study: env
+	$(BIN)/python tools/analysis_tools/sk_study.py
 
 bench: env
 	$(BIN)/python tools/analysis_tools/benchmark_sk.py

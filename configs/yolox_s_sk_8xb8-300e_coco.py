@@ -11,15 +11,14 @@ sk = dict(
     reduction=16,
     L=32,
     norm_cfg={{_base_.model.backbone.norm_cfg}},
-    act_cfg={{_base_.model.backbone.act_cfg}})
+    act_cfg={{_base_.model.backbone.act_cfg}},
+    gate=True)  # starts as the identity: YOLOX-s checkpoints (load_from) compute as before
 model = dict(
     backbone=dict(
         type='PluginCSPDarknet',
         plugins=[dict(cfg=sk, stages=(False, True, True, True), position='after_stage')]),
-    neck=[
-        {{_base_.model.neck}},
-        dict(type='LevelPlugins', in_channels=128, num_levels=3, plugin=sk)
-    ])
+    # The PAFPN keeps its own weight names, so plain YOLOX-s checkpoints load whole.
+    neck=dict(_delete_=True, type='PluginNeck', neck={{_base_.model.neck}}, plugin=sk))
 
 # Crash-safe checkpoints that also carry the RNG state, for an exact --resume.
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -2,12 +2,16 @@
 # scaled to ResNet-18 (SK after conv1 of the BasicBlocks of c3-c5) and the 128-channel FPN.
 _base_ = './faster-rcnn_r18_fpn_shapes.py'
 
-sk = dict(type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=32, reduction=16, L=32)
+sk = dict(
+    type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=32, reduction=16, L=32,
+    gate=True)
 model = dict(
     backbone=dict(plugins=[
         dict(cfg=sk, stages=(False, True, True, True), position='after_conv1')
     ]),
-    neck=[
-        {{_base_.model.neck}},
-        dict(type='LevelPlugins', in_channels=128, num_levels=5, levels=(1, 2, 3, 4), plugin=sk)
-    ])
+    neck=dict(
+        _delete_=True,
+        type='PluginNeck',
+        neck={{_base_.model.neck}},
+        levels=(1, 2, 3, 4),
+        plugin=sk))

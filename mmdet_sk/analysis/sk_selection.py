@@ -7,7 +7,8 @@ Shared by :class:`mmdet_sk.engine.SKSelectionHook` (during training) and
 SK modules are grouped per backbone stage and per neck level, and a group's weight is the plain
 average over its modules (every module counts once, whatever its channel count):
 
-* a module inside a :class:`LevelPlugins` acts on one neck level: ``neck.1.plugins.2`` of a
+* a module inside a :class:`LevelPlugins` acts on one neck level:
+  ``neck.level_plugins.plugins.2`` (or ``neck.1.plugins.2`` in a neck list) of a
   ``LevelPlugins(levels=(1, 2, 3, 4))`` is group ``neck.level3`` (level = index of the neck's
   output map);
 * any other module is grouped by its name up to the first numeric component: the ResNet plugin
@@ -98,7 +99,8 @@ def _group_name(name: str, modules: Dict[str, nn.Module]) -> str:
         if isinstance(parent, LevelPlugins):
             level = parent.levels[int(parts[-1])]
             prefix = parts[:-2]
-            while len(prefix) > 1 and prefix[-1].isdigit():  # neck.1 (a Sequential) -> neck
+            # neck.level_plugins (PluginNeck) or neck.1 (a neck list) -> neck
+            while len(prefix) > 1 and (prefix[-1].isdigit() or prefix[-1] == 'level_plugins'):
                 prefix = prefix[:-1]
             return '.'.join(prefix + [f'level{level}'])
     for i, part in enumerate(parts):

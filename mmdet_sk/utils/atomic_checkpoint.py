@@ -34,7 +34,10 @@ from mmengine.dist import all_gather_object, get_dist_info, is_main_process
 from mmengine.fileio import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+
+from .checkpoint import new_weights_summary
 
 ATOMIC_BACKEND = 'atomic_local'
 
@@ -140,7 +143,12 @@ class AtomicCheckpointHook(CheckpointHook):
             checkpoint['rng_states'] = self._pending_rng
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        """Remember the loaded RNG states; they are applied if training resumes from them."""
+        """Say in one line what the checkpoint does not provide (new SK weights, counted);
+        remember the loaded RNG states, applied if training resumes from them."""
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        summary = new_weights_summary(model, checkpoint)
+        if summary:
+            runner.logger.info(f'Loading {summary}')
         meta = checkpoint.get('meta') or {}
         self._loaded_rng = (meta.get('iter'), checkpoint.get('rng_states'))
 

@@ -20,7 +20,7 @@ import pickle
 import re
 import zipfile
 from collections import OrderedDict
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -111,6 +111,46 @@ def read_checkpoint(filename: str) -> dict:
         f'({type(error).__name__}: {lines[0]}). It is truncated or corrupt: written by a run '
         f'killed while saving, or an interrupted copy or download. Use another checkpoint or '
         f'fetch it again.{_checkpoints_beside(filename)}') from error
+
+
+def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
+    """One line on what of ``model`` a checkpoint does not provide, or None if it has it all.
+
+    SK blocks none of whose keys the checkpoint has (a checkpoint of the detector without SK)
+    keep their initialisation when it is loaded (see :class:`SKAttention`); they are counted,
+    not listed. Any other weight the checkpoint lacks is left to MMEngine's own warning.
+
+    Args:
+        model (nn.Module): The (unwrapped) model the checkpoint is loaded into.
+        checkpoint (dict): The checkpoint (or a bare state dict).
+
+    Returns:
+        str | None: ``'T1 of T tensors (V1 of V values) from the checkpoint; T2 tensors (V2
+        values) new in N SK blocks keep their initialisation (...)'``.
+    """
+    from ..models.layers import SKAttention
+    source = checkpoint.get('state_dict', checkpoint)
+    keys = {re.sub(r'^module\.', '', k) for k in source}
+    own = OrderedDict((k, v) for k, v in model.state_dict().items()
+                      if not k.endswith('num_batches_tracked'))
+    missing = [k for k in own if k not in keys]
+    if not missing:
+        return None
+    blocks = [name + '.' for name, m in model.named_modules()
+              if isinstance(m, SKAttention) and not any(k.startswith(name + '.') for k in keys)]
+    new = [k for k in missing if k.startswith(tuple(blocks))]
+    count = lambda names: sum(own[k].numel() for k in names)  # noqa: E731
+    total = count(own)
+    line = (f'{len(own) - len(missing)} of {len(own)} tensors ({total - count(missing):,} of '
+            f'{total:,} values) from the checkpoint; {len(new)} tensors ({count(new):,} values) '
+            f'new in {len(blocks)} SK blocks keep their initialisation')
+    gated = [m for m in model.modules() if isinstance(m, SKAttention) and m.gate is not None]
+    if gated:
+        line += ' (the identity with gate=True)'
+    others = len(missing) - len(new)
+    if others:
+        line += f'; {others} other tensors are missing (listed by MMEngine below)'
+    return line
 
 
 def _key_list(keys: List[str], limit: int = 8) -> str:

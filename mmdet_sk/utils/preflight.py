@@ -29,6 +29,7 @@ from mmengine.registry import MODELS as ROOT_MODELS
 
 from ..models.backbones import PluginResNet
 from ..models.backbones.plugin_utils import check_plugin_cfg, check_plugins
+from ..models.necks import plugin_neck_levels
 from .checkpoint import check_checkpoint_fits, read_checkpoint
 
 BOTTLENECK_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
@@ -102,7 +103,7 @@ def check_plugin_configs(model_cfg: dict) -> None:
 
 
 def check_neck_levels(model_cfg: dict) -> None:
-    """Check that a ``LevelPlugins`` in a neck list fits the neck before it.
+    """Check that a ``PluginNeck``'s levels, or a ``LevelPlugins`` in a neck list, fit the neck.
 
     ``LevelPlugins`` learns the number of maps only when the neck first returns them (its
     ``forward`` raises on a mismatch) and a wrong ``in_channels`` surfaces as a convolution
@@ -116,6 +117,12 @@ def check_neck_levels(model_cfg: dict) -> None:
         ValueError: Naming both fields and the value to set.
     """
     for path, node in _find(model_cfg, 'neck'):
+        if node.get('type') == 'PluginNeck':
+            try:
+                plugin_neck_levels(node['neck'], node.get('in_channels'),
+                                   node.get('num_levels'))
+            except (TypeError, ValueError) as e:
+                raise type(e)(f'{path}: {e}') from e
         necks = node['neck']
         if not isinstance(necks, (list, tuple)):
             continue

@@ -42,8 +42,8 @@ def backbone_sk(cfg, **changes):
 
 
 def neck_sk(cfg, **changes):
-    """Change the SK config of the demo neck's LevelPlugins."""
-    cfg.model.neck[1].plugin.update(changes)
+    """Change the SK config of the demo's PluginNeck."""
+    cfg.model.neck.plugin.update(changes)
     return cfg
 
 
@@ -85,29 +85,46 @@ def test_stages_of_wrong_length(stages):
 
 def test_sk_on_a_neck_level_that_does_not_exist():
     cfg = demo_cfg()
-    cfg.model.neck[1].levels = (1, 2, 3, 4, 5)
+    cfg.model.neck.levels = (1, 2, 3, 4, 5)
     with pytest.raises(ValueError, match=r'`levels`=\(1, 2, 3, 4, 5\) must be distinct indices '
                        r'in 0\.\.4 \(the neck returns 5 maps\)'):
         build(cfg)
 
 
-def test_level_plugins_levels_not_matching_the_neck():
-    """MODELS.build cannot know what the neck returns; the preflight compares the configs,
-    and the first forward would say it too."""
+def test_plugin_neck_levels_not_matching_the_neck():
     cfg = demo_cfg()
-    cfg.model.neck[1].update(num_levels=4, levels=(0, 1, 2, 3))
+    cfg.model.neck.update(num_levels=4, levels=(0, 1, 2, 3))
+    message = (r"`num_levels`=4, but the neck \(type='FPN'\) gives 5 by its `num_outs`; "
+               r'set num_levels=5 or leave it unset')
+    with pytest.raises(ValueError, match=r'model.neck: PluginNeck: ' + message):
+        check_neck_levels(cfg.model)
+    with pytest.raises(ValueError, match=message):
+        build(cfg)
+    cfg = demo_cfg()
+    cfg.model.neck.in_channels = 256
+    with pytest.raises(ValueError, match=r'`in_channels`=256, but .* gives 128 by its '
+                       r'`out_channels`; set in_channels=128'):
+        build(cfg)
+    check_neck_levels(demo_cfg().model)
+
+
+def test_level_plugins_in_a_neck_list_not_matching_the_neck():
+    """MODELS.build cannot know what the neck of a list returns; the preflight compares the
+    configs, and the first forward would say it too."""
+    cfg = demo_cfg()
+    fpn = cfg.model.neck.neck
+    cfg.model.neck = [fpn, dict(type='LevelPlugins', in_channels=128, num_levels=4,
+                                levels=(0, 1, 2, 3), plugin=SK)]
     with pytest.raises(ValueError, match=r"model.neck\[1\].num_levels=4, but model.neck\[0\] "
                        r"\(FPN\) returns num_outs=5 maps; set num_levels=5"):
         check_neck_levels(cfg.model)
     model = build(cfg)
     with pytest.raises(ValueError, match='built for 4 levels but the neck returned 5 maps'):
         model.extract_feat(torch.rand(1, 3, 64, 64))
-    cfg = demo_cfg()
-    cfg.model.neck[1].in_channels = 256
+    cfg.model.neck[1].update(num_levels=5, in_channels=256)
     with pytest.raises(ValueError, match=r'in_channels=256, but model.neck\[0\] \(FPN\) has '
                        r'out_channels=128; set in_channels=128'):
         check_neck_levels(cfg.model)
-    check_neck_levels(demo_cfg().model)
 
 
 def test_sk_on_a_backbone_stage_that_does_not_exist():
@@ -296,17 +313,27 @@ def test_auto_resume_with_broken_last_checkpoint(monkeypatch, plain_checkpoint, 
 
 
 def test_checkpoint_of_another_architecture_lists_keys(plain_checkpoint):
+    cfg = demo_cfg()
+    # SK on the FPN as a neck list: the FPN's weights are renamed neck.0.*
+    cfg.model.neck = [cfg.model.neck.neck, dict(type='LevelPlugins', in_channels=128,
+                                                num_levels=5, levels=(1, 2, 3, 4), plugin=SK)]
     with torch.device('meta'):
-        model = build(demo_cfg())
+        model = build(cfg)
     with pytest.raises(ValueError) as err:
         check_checkpoint_fits(model, read_checkpoint(str(plain_checkpoint)),
                               str(plain_checkpoint))
     message = str(err.value)
     assert 'does not fit the model' in message
-    assert re.search(r'Missing from the checkpoint \(\d+\): backbone\.layer2\.0\.sk\.convs\.0\.'
-                     r'conv\.weight, ', message)
+    assert re.search(r'Missing from the checkpoint \(\d+\): neck\.0\.lateral_convs', message)
     assert re.search(r'In the checkpoint but not in the model \(\d+\): neck\.lateral_convs',
                      message)
+
+
+def test_plain_checkpoint_fits_the_sk_detector(plain_checkpoint):
+    """SK blocks absent from a checkpoint keep their initialisation: not a mismatch."""
+    with torch.device('meta'):
+        model = build(demo_cfg())
+    check_checkpoint_fits(model, read_checkpoint(str(plain_checkpoint)), 'plain.pth')
 
 
 def test_shape_mismatch_is_listed(plain_checkpoint):
@@ -333,6 +360,8 @@ def test_test_tool_names_truncated_and_foreign_checkpoints(plain_checkpoint, tin
     bad.write_bytes(plain_checkpoint.read_bytes()[:100000])
     out = tool('test.py', DEMO_SK, str(bad), *opts, expect_rc=1)
     assert f'RuntimeError: Checkpoint {bad} (100000 bytes) cannot be read' in out
-    out = tool('test.py', DEMO_SK, str(plain_checkpoint), *opts, expect_rc=1)
+    # A ResNet-34 detector: the ResNet-18 checkpoint lacks the extra blocks' weights.
+    out = tool('test.py', DEMO_PLAIN, str(plain_checkpoint), *opts, 'model.backbone.depth=34',
+               expect_rc=1)
     assert f'ValueError: Checkpoint {plain_checkpoint} does not fit the model' in out
     assert 'Missing from the checkpoint' in out and 'Iter(test)' not in out

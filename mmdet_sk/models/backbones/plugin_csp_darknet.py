@@ -6,7 +6,7 @@ from mmcv.cnn import build_plugin_layer
 from mmdet.models.backbones.csp_darknet import CSPDarknet
 from mmdet.registry import MODELS
 
-from .plugin_utils import check_plugins
+from .plugin_utils import check_plugins, keep_plugins_training
 
 
 @MODELS.register_module()
@@ -31,6 +31,7 @@ class PluginCSPDarknet(CSPDarknet):
         super().__init__(**kwargs)
         widen = kwargs.get('widen_factor', 1.0)
         self.plugin_layers = []
+        self._plugin_stage = []
         for plugin in plugins or []:
             stages = plugin.get('stages') or (True, ) * len(arch)
             for i, enabled in enumerate(stages):
@@ -42,6 +43,7 @@ class PluginCSPDarknet(CSPDarknet):
                     cfg, in_channels=int(arch[i][1] * widen), postfix=cfg.pop('postfix', ''))
                 stage.append(layer)
                 self.plugin_layers.append(layer)
+                self._plugin_stage.append(i + 1)
 
     def init_weights(self) -> None:
         """Initialise as CSPDarknet, then let each plugin initialise itself.
@@ -57,3 +59,12 @@ class PluginCSPDarknet(CSPDarknet):
         for layer in self.plugin_layers:
             if hasattr(layer, 'init_weights') and not getattr(layer, 'is_init', False):
                 layer.init_weights()
+
+    def train(self, mode: bool = True) -> 'PluginCSPDarknet':
+        """As ``CSPDarknet.train``; under ``norm_eval`` the trained stages' plugins train."""
+        super().train(mode)
+        if mode and self.norm_eval:
+            keep_plugins_training(
+                layer for layer, stage in zip(self.plugin_layers, self._plugin_stage)
+                if stage > self.frozen_stages)
+        return self

@@ -7,7 +7,7 @@ from mmdet.registry import MODELS
 from torch import Tensor
 from torch.utils import checkpoint as cp
 
-from .plugin_utils import check_plugins
+from .plugin_utils import check_plugins, keep_plugins_training
 
 
 class PluginBasicBlock(BasicBlock):
@@ -70,6 +70,9 @@ class PluginResNet(ResNet):
     ``plugins`` work there too (positions ``after_conv1``/``after_conv2``), and ``plugins``
     is validated when the backbone is built, with errors that name the field and the allowed
     values. Checkpoints of ``ResNet`` load unchanged; only the plugins' keys are new.
+    With ``norm_eval=True`` the pretrained BatchNorms stay frozen as in ``ResNet``, while the
+    plugins of the trained stages (the stages after ``frozen_stages``) train their own norms
+    (see :func:`keep_plugins_training`).
 
     Args:
         depth (int): Depth of the ResNet, one of 18, 34, 50, 101, 152.
@@ -93,3 +96,27 @@ class PluginResNet(ResNet):
         if kwargs['block'] is BasicBlock:
             kwargs['block'] = PluginBasicBlock
         return super().make_res_layer(**kwargs)
+
+    def plugin_layers(self, trainable_only: bool = False) -> list:
+        """The plugin modules of the blocks, in order.
+
+        Args:
+            trainable_only (bool): Only those of the stages after ``frozen_stages``.
+                Default: False.
+        """
+        layers = []
+        for i, layer_name in enumerate(self.res_layers, 1):
+            if trainable_only and i <= self.frozen_stages:
+                continue
+            for block in getattr(self, layer_name):
+                for position in ('after_conv1', 'after_conv2', 'after_conv3'):
+                    names = getattr(block, f'{position}_plugin_names', [])
+                    layers.extend(getattr(block, name) for name in names)
+        return layers
+
+    def train(self, mode: bool = True) -> 'PluginResNet':
+        """As ``ResNet.train``, with the trained stages' plugins training their norms."""
+        super().train(mode)
+        if mode and self.norm_eval:
+            keep_plugins_training(self.plugin_layers(trainable_only=True))
+        return self

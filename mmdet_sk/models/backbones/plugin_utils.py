@@ -1,8 +1,9 @@
 # Copyright (c) mmdet-sk contributors. All rights reserved.
 """Up-front checks of ``plugins=[dict(cfg=..., stages=..., position=...)]`` lists."""
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from mmengine.registry import MODELS
+from torch import nn
 
 
 def check_plugin_cfg(cfg: dict, where: str) -> None:
@@ -51,3 +52,15 @@ def check_plugins(plugins: Sequence[dict],
                              f'{len(stages)} entries; it needs one bool per stage '
                              f'({num_stages})')
         check_plugin_cfg(plugin['cfg'], f'{where} plugins[{i}]')
+
+
+def keep_plugins_training(plugins: Iterable[nn.Module]) -> None:
+    """Put ``plugins`` back in training mode after a backbone's ``norm_eval`` froze them.
+
+    With ``norm_eval=True`` (MMDetection's ResNet configs), a backbone's ``train()`` puts every
+    BatchNorm it holds in eval mode, the plugins' too: their running statistics would then
+    stay at their initial 0 / 1 for the whole run, while the pretrained norms they are meant
+    to protect have statistics of their own. The plugins are new layers: their norms train.
+    """
+    for plugin in plugins:
+        plugin.train()

@@ -26,6 +26,21 @@ def _as_int_tuple(name: str, value: IntSeq) -> tuple:
     return tuple(values)
 
 
+def _keep_weights_absent_from_state_dict(module: nn.Module, state_dict: dict, prefix: str,
+                                         *args) -> None:
+    """Load-state-dict pre-hook: a state dict without any of the block's keys keeps its weights.
+
+    A checkpoint of the network without SK has none of the block's keys; the block's current
+    tensors are put in for them (the children read the same dict), so nothing is reported
+    missing and the block keeps its initialisation. A partial match is left alone, and
+    reported as usual.
+    """
+    if any(key.startswith(prefix) for key in state_dict):
+        return
+    for name, tensor in module.state_dict(keep_vars=True).items():
+        state_dict[prefix + name] = tensor.detach()
+
+
 @MODELS.register_module()
 class SKAttention(BaseModule):
     """Selective Kernel attention block.
@@ -66,6 +81,9 @@ class SKAttention(BaseModule):
         conv_cfg (dict, optional): Config of the branch convolutions. Default: None (Conv2d).
         norm_cfg (dict): Config of the branch normalisation. Default: dict(type='BN').
         act_cfg (dict): Config of the branch activation. Default: dict(type='ReLU').
+        gate (bool): Blend the output with the input through a zero-initialised per-channel
+            gate, ``x + s * (SK(x) - x)``, so that the block starts as the identity (for
+            insertion into trained networks). Default: False (the seed's block).
         init_cfg (dict | list[dict], optional): Initialisation config. Default: None, which
             gives every layer PyTorch's default initialisation, as in the seed module.
     """
@@ -82,6 +100,7 @@ class SKAttention(BaseModule):
                  conv_cfg: Optional[dict] = None,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
+                 gate: bool = False,
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         kernels = _as_int_tuple('kernels', kernels)
@@ -109,6 +128,8 @@ class SKAttention(BaseModule):
                 raise TypeError(f'SKAttention: `{name}` must be an int, got {value!r}')
             if value < 1:
                 raise ValueError(f'SKAttention: `{name}` must be >= 1, got {value}')
+        if not isinstance(gate, bool):
+            raise TypeError(f'SKAttention: `gate` must be True or False, got {gate!r}')
         if in_channels % groups != 0:
             raise ValueError(f'SKAttention: `in_channels` ({in_channels}) must be divisible '
                              f'by `groups` ({groups}); allowed groups are divisors of '
@@ -144,6 +165,9 @@ class SKAttention(BaseModule):
         self.fc = nn.Linear(in_channels, self.d)
         self.fcs = nn.ModuleList(nn.Linear(self.d, in_channels) for _ in kernels)
         self.softmax = nn.Softmax(dim=0)
+        self.gate = nn.Parameter(torch.zeros(in_channels)) if gate else None
+        self._register_load_state_dict_pre_hook(_keep_weights_absent_from_state_dict,
+                                                with_module=True)
         # Set by SKSelectionHook: keep the last selection weights (K, B, C), not feature maps.
         self.record_selection = False
         self.last_selection: Optional[Tensor] = None
@@ -161,6 +185,8 @@ class SKAttention(BaseModule):
         for m in self.modules():
             if m is not self and hasattr(m, 'reset_parameters'):
                 m.reset_parameters()
+        if self.gate is not None:
+            nn.init.zeros_(self.gate)
         self._is_init = True
 
     def branch_weights(self, x: Tensor) -> tuple:
@@ -199,7 +225,10 @@ class SKAttention(BaseModule):
         out = feats[0] * weights[0]
         for i in range(1, len(feats)):
             out = out.addcmul_(feats[i], weights[i])
-        return out
+        if self.gate is None:
+            return out
+        # x + s * (out - x): exactly x while s is 0, whatever the branches compute.
+        return torch.addcmul(x, out - x, self.gate.to(out.dtype)[None, :, None, None])
 
     def fuse_bn(self) -> 'SKAttention':
         """Fold each branch's BatchNorm into its convolution, for inference.

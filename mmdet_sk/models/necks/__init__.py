@@ -1,3 +1,3 @@
-from .level_plugins import LevelPlugins
+from .level_plugins import LevelPlugins, PluginNeck, plugin_neck_levels
 
-__all__ = ['LevelPlugins']
+__all__ = ['LevelPlugins', 'PluginNeck', 'plugin_neck_levels']

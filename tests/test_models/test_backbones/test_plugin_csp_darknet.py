@@ -25,10 +25,11 @@ def test_plain_checkpoint_keys_unchanged():
     model = PluginCSPDarknet(deepen_factor=0.33, widen_factor=0.25,
                              plugins=[dict(cfg=SK, position='after_stage')])
     missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected
+    assert not unexpected and not missing  # the SK blocks keep their own weights
     sk_names = [n for n, m in model.named_modules() if isinstance(m, SKAttention)]
     assert len(sk_names) == 4
-    assert missing and all(any(k.startswith(n + '.') for n in sk_names) for k in missing)
+    new = set(model.state_dict()) - set(plain.state_dict())
+    assert new and all(any(k.startswith(n + '.') for n in sk_names) for k in new)
 
 
 def test_sk_keeps_its_own_init_inside_csp_darknet():
@@ -44,3 +45,18 @@ def test_bad_position_and_stages():
         PluginCSPDarknet(plugins=[dict(cfg=SK, position='after_conv2')])
     with pytest.raises(ValueError, match='one bool per stage'):
         PluginCSPDarknet(plugins=[dict(cfg=SK, stages=(True, ) * 5, position='after_stage')])
+
+
+def test_sk_norms_train_under_norm_eval():
+    model = PluginCSPDarknet(deepen_factor=0.33, widen_factor=0.25, norm_eval=True,
+                             frozen_stages=1,
+                             plugins=[dict(cfg=SK, stages=(True, True, False, False),
+                                           position='after_stage')])
+    model.train()
+    frozen_sk, sk = model.stage1[-1], model.stage2[-1]
+    assert not model.stage2[0].bn.training  # CSPDarknet's own norms: frozen
+    assert not frozen_sk.convs[0].bn.training  # a frozen stage's plugin stays frozen
+    assert sk.convs[0].bn.training
+    before = sk.convs[0].bn.running_var.clone()
+    model(torch.randn(2, 3, 64, 64))
+    assert not torch.equal(sk.convs[0].bn.running_var, before)

@@ -83,3 +83,25 @@ def test_bad_plugins_are_named(plugins, error, words):
         PluginResNet(depth=18, plugins=plugins)
     for word in words:
         assert word in str(info.value)
+
+
+def test_sk_norms_train_under_norm_eval_while_pretrained_ones_stay_frozen():
+    """MMDetection's R-50 configs set norm_eval=True and frozen_stages=1."""
+    torch.manual_seed(0)
+    model = PluginResNet(
+        depth=50, norm_eval=True, frozen_stages=1,
+        plugins=[dict(cfg=dict(SK, gate=True), stages=(True, True, False, False),
+                      position='after_conv2')])
+    model.init_weights()
+    model.train()
+    assert not model.norm1.training and not model.layer2[0].norm1.training
+    assert not model.layer1[0].sk.convs[0].bn.training  # a frozen stage stays frozen
+    sk = model.layer2[0].sk
+    assert sk.training and all(branch.bn.training for branch in sk.convs)
+    before = [b.bn.running_mean.clone() for b in sk.convs]
+    frozen = model.layer2[0].bn2.running_mean.clone()
+    model(torch.randn(2, 3, 64, 64) + 1)
+    assert all(not torch.equal(b.bn.running_mean, m) for b, m in zip(sk.convs, before))
+    assert torch.equal(model.layer2[0].bn2.running_mean, frozen)
+    model.eval()
+    assert not sk.training and not sk.convs[0].bn.training

@@ -20,5 +20,11 @@ model = dict(
     # The PAFPN keeps its own weight names, so plain YOLOX-s checkpoints load whole.
     neck=dict(_delete_=True, type='PluginNeck', neck={{_base_.model.neck}}, plugin=sk))
 
+# The gates start at 0 and must move for SK to be used: no weight decay pulling them back to
+# the identity, 10x the learning rate (chosen by the pilot of tools/analysis_tools/sk_study.py:
+# after 80 fine-tuning iterations the gates reached 0.002 with the base settings, 0.02 so).
+optim_wrapper = dict(
+    paramwise_cfg=dict(custom_keys={'.gate': dict(decay_mult=0.0, lr_mult=10.0)}))
+
 # Crash-safe checkpoints that also carry the RNG state, for an exact --resume.
 default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

@@ -17,10 +17,10 @@ from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.logging import MessageHub
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmdet_sk.models.layers import SKAttention
 from mmdet_sk.utils.checkpoint import new_weights_summary
+from sk_test_utils import with_running_stats
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 FASTER = 'configs/faster_rcnn_r50_sk_fpn.py'
@@ -52,16 +52,7 @@ def _configs(case, tmp_path):
 
 def _trained_like(model):
     model.init_weights()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, _BatchNorm):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-    return model
+    return with_running_stats(model, gates=False)
 
 
 def _sk_blocks(model):

@@ -7,8 +7,8 @@ weights that differ from the single-process ones by a small fraction of what tra
 What cannot match exactly, and is removed or bounded here:
 
 * BatchNorm statistics are per process without SyncBN (which does not train on CPU, see
-  below): the backbone runs with ``norm_eval=True``; the neck's SK blocks keep training-mode
-  BN, computed over 2 images instead of 4.
+  below): the backbone runs with ``norm_eval=True``; the SK blocks (whose norms train under
+  ``norm_eval`` too) keep training-mode BN, computed over 2 images instead of 4.
 * The proposal samplers draw from each process's own random stream: they take every
   candidate here (``num=100000``), so no draw happens.
 * Each process normalises its losses by its own number of samples, and DDP averages the two

@@ -22,6 +22,7 @@ from mmengine.config import Config
 from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
+from sk_test_utils import with_running_stats
 from reliability_utils import DEMO_SK, REPO
 
 
@@ -34,24 +35,6 @@ class BackboneNeck(nn.Module):
 
     def forward(self, x):
         return self.neck(self.backbone(x))
-
-
-def with_running_stats(model, seed=0):
-    """Give every BatchNorm non-trivial statistics and affine parameters, so folding matters,
-    and every SK gate (where the block has one; it starts at 0, the identity) a value in (0, 1),
-    so that the SK branches count in the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-        gate = getattr(m, 'gate', None)
-        if isinstance(m, SKAttention) and isinstance(gate, nn.Parameter):
-            gate.data.copy_(torch.rand(gate.shape, generator=g))
-    return model.eval()
 
 
 @pytest.fixture

@@ -73,3 +73,21 @@ def test_report_from_results(tmp_path, monkeypatch):
     data = json.loads((tmp_path / 'out' / 'sk_study.json').read_text())
     assert data['table']['ft_plain']['values'] == pytest.approx([0.5, 0.51, 0.52])
     assert (tmp_path / 'out' / 'sk_study.png').stat().st_size > 1000
+
+
+def test_finished_runs_are_kept_and_skipped(tmp_path, monkeypatch):
+    config = osp.join(sk_study.ROOT, sk_study.PLAIN)
+    monkeypatch.setattr(sk_study, 'ROOT', str(tmp_path))
+    calls = []
+
+    @sk_study.kept
+    def fake(run, args, work_dir, config):
+        calls.append(config)
+        return dict(metrics=dict(bbox_mAP=0.5), wall_s=1.0, name=run['name'])
+
+    args = type('Args', (), dict(work_dir='study'))
+    run = dict(name='ft_plain_s1', seed=1, iters=10, config=config)
+    first = fake(run, args)
+    assert fake(run, args) == first and len(calls) == 1  # the second call reads result.json
+    assert calls[0] == str(tmp_path / 'study' / 'ft_plain_s1' / 'config.py')
+    assert json.loads((tmp_path / 'study' / 'ft_plain_s1' / 'result.json').read_text()) == first

@@ -192,16 +192,32 @@ def sk_usage(config, checkpoint, data_root, num_images):
     return sk_output_change(model, dataset, range(min(num_images, len(dataset))))
 
 
-def train_run(run, args):
-    """Train (with the final validation) one run, unless its result exists; return it."""
+def kept(fn):
+    """Run ``fn(run, args, work_dir, config)`` for a run once: its ``result.json`` is kept in
+    the run's folder and returned, without running it again, whenever the study restarts."""
+
+    def wrapper(run, args):
+        work_dir = osp.join(ROOT, args.work_dir, run['name'])
+        result_path = osp.join(work_dir, 'result.json')
+        if osp.isfile(result_path):
+            with open(result_path) as f:
+                return json.load(f)
+        os.makedirs(work_dir, exist_ok=True)
+        result = fn(run, args, work_dir, write_config(run, work_dir))
+        with open(result_path, 'w') as f:
+            json.dump(result, f, indent=1)
+        speed = f', {result["s_per_iter"]} s/iter' if result.get('s_per_iter') else ''
+        print(f'    mAP {result["metrics"]["bbox_mAP"]:.3f}, {result["wall_s"]:.0f} s{speed}',
+              flush=True)
+        return result
+
+    return wrapper
+
+
+@kept
+def train_run(run, args, work_dir, config):
+    """Train (with the final validation) one run; its result."""
     from mmdet_sk.datasets import data_root_options
-    work_dir = osp.join(ROOT, args.work_dir, run['name'])
-    result_path = osp.join(work_dir, 'result.json')
-    if osp.isfile(result_path):
-        with open(result_path) as f:
-            return json.load(f)
-    os.makedirs(work_dir, exist_ok=True)
-    config = write_config(run, work_dir)
     print(f'[{time.strftime("%H:%M:%S")}] {run["name"]}: training {run["iters"]} iterations',
           flush=True)
     start = time.time()
@@ -220,23 +236,13 @@ def train_run(run, args):
         loss=[(r['iter'], r['loss']) for r in train],
         metrics=metrics_of(final), checkpoint=osp.relpath(checkpoint, ROOT))
     result['usage'] = sk_usage(config, checkpoint, args.data_root, args.usage_images)
-    with open(result_path, 'w') as f:
-        json.dump(result, f, indent=1)
-    print(f'    mAP {result["metrics"]["bbox_mAP"]:.3f}, {wall:.0f} s, '
-          f'{result["s_per_iter"]} s/iter', flush=True)
     return result
 
 
-def test_run(run, args):
-    """Evaluate a checkpoint in a config (no training), unless the result exists."""
+@kept
+def test_run(run, args, work_dir, config):
+    """Evaluate a checkpoint in a config (no training); its result."""
     from mmdet_sk.datasets import data_root_options
-    work_dir = osp.join(ROOT, args.work_dir, run['name'])
-    result_path = osp.join(work_dir, 'result.json')
-    if osp.isfile(result_path):
-        with open(result_path) as f:
-            return json.load(f)
-    os.makedirs(work_dir, exist_ok=True)
-    config = write_config(run, work_dir)
     print(f'[{time.strftime("%H:%M:%S")}] {run["name"]}: evaluating', flush=True)
     start = time.time()
     sh([sys.executable, 'tools/test.py', config, run['load_from'], '--work-dir', work_dir,
@@ -250,9 +256,6 @@ def test_run(run, args):
                   metrics=metrics,
                   usage=sk_usage(config, run['load_from'], args.data_root,
                                  args.usage_images))
-    with open(result_path, 'w') as f:
-        json.dump(result, f, indent=1)
-    print(f'    mAP {metrics["bbox_mAP"]:.3f}', flush=True)
     return result
 
 

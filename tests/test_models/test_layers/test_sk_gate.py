@@ -4,27 +4,16 @@ import pytest
 import torch
 
 from mmdet_sk.models.layers import SKAttention
+from sk_test_utils import with_running_stats
 
 PAPER = dict(kernels=(3, 3), dilations=(1, 2), groups=8, reduction=4, L=8)
 
 
-def _trained_like(m: SKAttention) -> SKAttention:
-    """Non-trivial BN affine parameters and running statistics, as after training."""
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for branch in m.convs:
-            bn = branch[1]
-            bn.weight.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-            bn.bias.copy_(torch.randn(bn.num_features, generator=g))
-            bn.running_mean.copy_(torch.randn(bn.num_features, generator=g))
-            bn.running_var.copy_(torch.rand(bn.num_features, generator=g) + 0.5)
-    return m
-
-
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 def test_gated_block_is_exactly_the_identity_at_init(mode):
-    m = _trained_like(SKAttention(32, gate=True, **PAPER))
+    m = SKAttention(32, gate=True, **PAPER)
     m.init_weights()
+    with_running_stats(m, gates=False)  # trained-like norms; the gate stays 0
     getattr(m, mode)()
     x = torch.randn(2, 32, 9, 11) * 3
     assert torch.equal(m(x), x)

@@ -13,28 +13,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
+from sk_test_utils import with_running_stats
 
 RTOL = 1e-5
 SHAPE = (2, 64, 16, 16)
-
-
-def with_running_stats(model, seed=0):
-    """Random BN statistics and affine parameters (and SK gates, where present), eval mode."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-        gate = getattr(m, 'gate', None)
-        if isinstance(m, SKAttention) and isinstance(gate, nn.Parameter):
-            gate.data.copy_(torch.rand(gate.shape, generator=g))
-    return model.eval()
 
 
 def export_and_run(model, path, x):

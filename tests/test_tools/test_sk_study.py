@@ -67,7 +67,7 @@ def test_report_from_results(tmp_path, monkeypatch):
     args = type('Args', (), dict(report_dir='out', usage_images=5))
     sk_study.report(results, args)
     md = (tmp_path / 'out' / 'sk_study.md').read_text()
-    assert 'Step 0: gated SK inserted into P gives exactly the plain mAP' in md
+    assert 'Step 0: gated SK inserted into P gives the same COCO metrics as P' in md
     assert '0.530 ± 0.010 (0.520, 0.530, 0.540)' in md
     assert 'from scratch 500 it., gated SK | not run yet' in md
     data = json.loads((tmp_path / 'out' / 'sk_study.json').read_text())

@@ -28,8 +28,8 @@ an interrupted study continues where it stopped. The protocol (fixed before any 
 
 Size: chosen for this 2-core machine at about 2.5 s/iteration (the demo, measured at the start
 of the study): 500 + 3 x 80 + 9 x 200 + 5 x 500 = 5,040 training iterations, about 3.5 hours
-with the evaluations. Validation: all 200 val images of the demo set, COCO bbox mAP (the training's final
-validation; step 0: ``tools/test.py``). SK use: ``||out - x|| / ||x||`` per SK site on the
+with the evaluations. Validation: all 200 val images of the demo set, COCO bbox mAP (the
+training's final validation; step 0: ``tools/test.py``). SK use: ``||out - x|| / ||x||`` per SK site on the
 first ``--usage-images`` val images. Outputs: ``--report-dir``/sk_study.{md,json,png} and the
 verdicts, printed and in the Markdown.
 """
@@ -415,13 +415,17 @@ def report(results, args):
             table[arm]['usage'] = [
                 {site: round(v['rel_change'], 4) for site, v in r['usage'].items()}
                 if r.get('usage') else None for r in runs]
+            table[arm]['gates'] = [
+                {site: round(v['gate_abs_mean'], 4) for site, v in r['usage'].items()
+                 if 'gate_abs_mean' in v} if r.get('usage') else None for r in runs]
     lines = verdicts(table)
-    step0 = {k: table[k] for k in ('step0_plain', 'step0_safesk') if table.get(k)}
-    if len(step0) == 2:
-        same = step0['step0_plain']['values'] == step0['step0_safesk']['values']
-        lines.insert(0, f'Step 0: gated SK inserted into P gives {"exactly" if same else "NOT"}'
-                     f' the plain mAP ({step0["step0_safesk"]["values"][0]:.4f} vs '
-                     f'{step0["step0_plain"]["values"][0]:.4f})')
+    step0 = [results.get(f'step0_{arm}_s0') for arm in ('plain', 'safesk')]
+    if all(step0):
+        same = 'the same' if step0[0]['metrics'] == step0[1]['metrics'] else 'NOT the same'
+        maps = [r['metrics']['bbox_mAP'] for r in step0]
+        lines.insert(0, f'Step 0: gated SK inserted into P gives {same} COCO metrics as P in '
+                     f'the plain config (mAP {maps[1]:.3f} vs {maps[0]:.3f}; MMDetection rounds '
+                     f'them to 3 decimals)')
     names = {
         'step0_plain': 'P, plain config (step 0)',
         'step0_seedsk': "P + SK as the seed's block (step 0, random SK)",
@@ -433,7 +437,7 @@ def report(results, args):
         'scratch_sk': f'from scratch {SCRATCH_ITERS} it., gated SK',
     }
     md = ['| arm | mAP mean ± std (per seed 0, 1, 2) | s/iter (median per seed) | '
-          'wall s per run | SK use: mean ||out - x|| / ||x|| per seed |',
+          'wall s per run | SK use: mean ‖out − x‖ / ‖x‖ per seed |',
           '| --- | --- | --- | --- | --- |']
     for arm, label in names.items():
         stats = table.get(arm)
@@ -457,15 +461,22 @@ def report(results, args):
     sites = [table[a]['usage'] for a in ('ft_seedsk', 'ft_safesk', 'scratch_sk')
              if table.get(a) and table[a]['usage'] and table[a]['usage'][0]]
     if sites:
-        md += ['', 'SK use per site, ||out - x|| / ||x|| on the first '
-               f'{args.usage_images} val images (mean over seeds):', '']
+        md += ['', 'SK use per site, ‖out − x‖ / ‖x‖ on the first '
+               f'{args.usage_images} val images, mean over seeds (gated SK: and the mean '
+               '|gate|):', '']
         arms = [a for a in ('ft_seedsk', 'ft_safesk', 'scratch_sk') if table.get(a)]
         site_names = list(table[arms[0]]['usage'][0])
         md.append('| site | ' + ' | '.join(names[a] for a in arms) + ' |')
         md.append('| --- |' + ' --- |' * len(arms))
         for site in site_names:
-            row = [statistics.mean(u[site] for u in table[a]['usage']) for a in arms]
-            md.append(f'| {site} | ' + ' | '.join(f'{v:.4f}' for v in row) + ' |')
+            cells = []
+            for a in arms:
+                cell = f'{statistics.mean(u[site] for u in table[a]["usage"]):.4f}'
+                gates = [g[site] for g in table[a]['gates'] if g]
+                if gates:
+                    cell += f' (\\|s\\| {statistics.mean(gates):.3f})'
+                cells.append(cell)
+            md.append(f'| {site} | ' + ' | '.join(cells) + ' |')
     md += ['', 'Verdicts:', ''] + [f'- {line}' for line in lines]
     os.makedirs(osp.join(ROOT, args.report_dir), exist_ok=True)
     base = osp.join(ROOT, args.report_dir, 'sk_study')

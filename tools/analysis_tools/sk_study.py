@@ -29,9 +29,9 @@ an interrupted study continues where it stopped. The protocol (fixed before any 
 Size: chosen for this 2-core machine at about 2.5 s/iteration (the demo, measured at the start
 of the study): 500 + 3 x 80 + 9 x 200 + 5 x 500 = 5,040 training iterations, about 3.5 hours
 with the evaluations. Validation: all 200 val images of the demo set, COCO bbox mAP (the
-training's final validation; step 0: ``tools/test.py``). SK use: ``||out - x|| / ||x||`` per SK site on the
-first ``--usage-images`` val images. Outputs: ``--report-dir``/sk_study.{md,json,png} and the
-verdicts, printed and in the Markdown.
+training's final validation; step 0: ``tools/test.py``). SK use: ``||out - x|| / ||x||`` per
+SK site on the first ``--usage-images`` val images. Outputs: ``--report-dir``/sk_study.{md,
+json,png} and the verdicts, printed and in the Markdown.
 """
 import argparse
 import json
@@ -220,8 +220,12 @@ def train_run(run, args, work_dir, config):
     from mmdet_sk.datasets import data_root_options
     print(f'[{time.strftime("%H:%M:%S")}] {run["name"]}: training {run["iters"]} iterations',
           flush=True)
+    # A run cut off by the end of a session resumes from its last checkpoint (exactly:
+    # AtomicCheckpointHook keeps the RNG state); its wall time then counts the last part only.
+    resumed = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
     start = time.time()
-    sh([sys.executable, 'tools/train.py', config, '--work-dir', work_dir, '--cfg-options'] +
+    sh([sys.executable, 'tools/train.py', config, '--work-dir', work_dir] +
+       (['--resume'] if resumed else []) + ['--cfg-options'] +
        data_root_options(args.data_root), osp.join(work_dir, 'run.log'))
     wall = time.time() - start
     log = train_log(work_dir)
@@ -234,7 +238,7 @@ def train_run(run, args, work_dir, config):
         config=osp.relpath(config, ROOT), wall_s=round(wall, 1),
         s_per_iter=round(statistics.median(r['time'] for r in train), 3),
         loss=[(r['iter'], r['loss']) for r in train],
-        metrics=metrics_of(final), checkpoint=osp.relpath(checkpoint, ROOT))
+        metrics=metrics_of(final), checkpoint=osp.relpath(checkpoint, ROOT), resumed=resumed)
     result['usage'] = sk_usage(config, checkpoint, args.data_root, args.usage_images)
     return result
 

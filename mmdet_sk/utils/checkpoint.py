@@ -136,16 +136,15 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
     missing = [k for k in own if k not in keys]
     if not missing:
         return None
-    blocks = [name + '.' for name, m in model.named_modules()
-              if isinstance(m, SKAttention) and not any(k.startswith(name + '.') for k in keys)]
+    blocks = {name + '.': m for name, m in model.named_modules()
+              if isinstance(m, SKAttention) and not any(k.startswith(name + '.') for k in keys)}
     new = [k for k in missing if k.startswith(tuple(blocks))]
     count = lambda names: sum(own[k].numel() for k in names)  # noqa: E731
     total = count(own)
     line = (f'{len(own) - len(missing)} of {len(own)} tensors ({total - count(missing):,} of '
             f'{total:,} values) from the checkpoint; {len(new)} tensors ({count(new):,} values) '
             f'new in {len(blocks)} SK blocks keep their initialisation')
-    gated = [m for m in model.modules() if isinstance(m, SKAttention) and m.gate is not None]
-    if gated:
+    if blocks and all(m.gate is not None for m in blocks.values()):
         line += ' (the identity with gate=True)'
     others = len(missing) - len(new)
     if others:

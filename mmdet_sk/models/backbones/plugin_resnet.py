@@ -97,16 +97,11 @@ class PluginResNet(ResNet):
             kwargs['block'] = PluginBasicBlock
         return super().make_res_layer(**kwargs)
 
-    def plugin_layers(self, trainable_only: bool = False) -> list:
-        """The plugin modules of the blocks, in order.
-
-        Args:
-            trainable_only (bool): Only those of the stages after ``frozen_stages``.
-                Default: False.
-        """
+    def _trained_plugins(self) -> list:
+        """The plugin modules of the blocks of the stages after ``frozen_stages``."""
         layers = []
         for i, layer_name in enumerate(self.res_layers, 1):
-            if trainable_only and i <= self.frozen_stages:
+            if i <= self.frozen_stages:
                 continue
             for block in getattr(self, layer_name):
                 for position in ('after_conv1', 'after_conv2', 'after_conv3'):
@@ -118,5 +113,5 @@ class PluginResNet(ResNet):
         """As ``ResNet.train``, with the trained stages' plugins training their norms."""
         super().train(mode)
         if mode and self.norm_eval:
-            keep_plugins_training(self.plugin_layers(trainable_only=True))
+            keep_plugins_training(self._trained_plugins())
         return self

@@ -63,13 +63,16 @@ def test_report_from_results(tmp_path, monkeypatch):
             results[f'{arm}_s{seed}'] = dict(
                 arm=arm, seed=seed, wall_s=100.0, s_per_iter=2.5,
                 metrics=dict(bbox_mAP=base + seed / 100),
-                usage={'neck.level1': dict(rel_change=0.1)} if 'sk' in arm else None)
+                usage={'neck.level1': dict(rel_change=0.1)} if 'sk' in arm else None,
+                resumed=(arm, seed) == ('ft_safesk', 1))
     args = type('Args', (), dict(report_dir='out', usage_images=5))
     sk_study.report(results, args)
     md = (tmp_path / 'out' / 'sk_study.md').read_text()
     assert 'Step 0: gated SK inserted into P gives the same COCO metrics as P' in md
     assert '0.530 ± 0.010 (0.520, 0.530, 0.540)' in md
     assert 'from scratch 500 it., gated SK | not run yet' in md
+    assert '| 100, 100*, 100 |' in md and 'counts the resumed part only' in md
+    assert '100*' not in md.split('fine-tuned 200 it., plain')[1].split('\n')[0]
     data = json.loads((tmp_path / 'out' / 'sk_study.json').read_text())
     assert data['table']['ft_plain']['values'] == pytest.approx([0.5, 0.51, 0.52])
     assert (tmp_path / 'out' / 'sk_study.png').stat().st_size > 1000

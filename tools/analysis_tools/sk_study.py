@@ -415,6 +415,7 @@ def report(results, args):
             table[arm]['seeds'] = [r['seed'] for r in runs]
             walls = [r['wall_s'] for r in runs]
             table[arm]['wall_s'] = walls
+            table[arm]['resumed'] = [bool(r.get('resumed')) for r in runs]
             table[arm]['s_per_iter'] = [r.get('s_per_iter') for r in runs]
             table[arm]['usage'] = [
                 {site: round(v['rel_change'], 4) for site, v in r['usage'].items()}
@@ -449,9 +450,13 @@ def report(results, args):
             md.append(f'| {label} | not run yet | | | |')
             continue
         spi = ', '.join(f'{v:.2f}' for v in stats['s_per_iter'] if v) or '-'
-        walls = ', '.join(f'{v:.0f}' for v in stats['wall_s'])
+        walls = ', '.join(f'{v:.0f}' + ('*' if resumed else '')
+                          for v, resumed in zip(stats['wall_s'], stats['resumed']))
         use = ', '.join(f'{statistics.mean(u.values()):.3f}' for u in stats['usage'] if u) or '-'
         md.append(f'| {label} | {fmt(stats)} | {spi} | {walls} | {use} |')
+    if any(any(table[a]['resumed']) for a in names if table.get(a)):
+        md += ['', '\\* resumed from its last checkpoint after a session ended: the wall time '
+               'counts the resumed part only.']
     pilot = {k: results.get(f'pilot_{k}') for k in PILOT_OPTIONS}
     if all(pilot.values()):
         md += ['', f'Pilot (seed 0, {PILOT_ITERS} fine-tuning iterations from P; the rule is in '

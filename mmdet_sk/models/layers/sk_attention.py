@@ -83,7 +83,13 @@ class SKAttention(BaseModule):
         act_cfg (dict): Config of the branch activation. Default: dict(type='ReLU').
         gate (bool): Blend the output with the input through a zero-initialised per-channel
             gate, ``x + s * (SK(x) - x)``, so that the block starts as the identity (for
-            insertion into trained networks). Default: False (the seed's block).
+            insertion into trained networks). The gate sits after the selection with nothing
+            between it and the output: ``s`` gets a gradient at the first step and every other
+            weight of the block from the second (a zero scale before a ReLU, or a
+            zero-initialised branch, would cut them off; the softmax selection cannot be
+            zeroed). ``s = 1`` is the seed's block. Train ``s`` without weight decay (the
+            shipped configs: ``custom_keys={'.gate': dict(decay_mult=0., lr_mult=10.)}``, chosen
+            by a measured pilot, see the README). Default: False (the seed's block).
         init_cfg (dict | list[dict], optional): Initialisation config. Default: None, which
             gives every layer PyTorch's default initialisation, as in the seed module.
     """

@@ -40,6 +40,7 @@ import os.path as osp
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -497,14 +498,14 @@ def report(results, args):
                              for k, v in results.items() if isinstance(v, dict)
                              and 'metrics' in v}), f, indent=1)
     shown = [a for a in names if table.get(a)]
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for i, arm in enumerate(shown):
         stats = table[arm]
         ax.errorbar(i, stats['mean'], yerr=stats['std'], fmt='o', capsize=6, color='C0')
         ax.scatter([i] * len(stats['values']), stats['values'], marker='x', color='C1',
                    zorder=3)
     ax.set_xticks(range(len(shown)))
-    ax.set_xticklabels([names[a].replace(', ', ',\n') for a in shown], fontsize=7)
+    ax.set_xticklabels([textwrap.fill(names[a], 16) for a in shown], fontsize=7)
     ax.set_ylabel('COCO bbox mAP (200 val images)')
     ax.set_title('SK study on the demo set: mean ± std over seeds (x: each seed)')
     ax.grid(axis='y', alpha=0.3)

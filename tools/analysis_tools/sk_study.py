@@ -468,13 +468,12 @@ def report(results, args):
         for k, r in pilot.items():
             md.append(f'| {k} | {PILOT_OPTIONS[k]} | {late_loss(r):.4f} | '
                       f'{mean_usage(r):.4f} | {r["metrics"]["bbox_mAP"]:.3f} |')
-    sites = [table[a]['usage'] for a in ('ft_seedsk', 'ft_safesk', 'scratch_sk')
-             if table.get(a) and table[a]['usage'] and table[a]['usage'][0]]
-    if sites:
+    arms = [a for a in ('ft_seedsk', 'ft_safesk', 'scratch_sk')
+            if table.get(a) and table[a]['usage'][0]]
+    if arms:
         md += ['', 'SK use per site, ‖out − x‖ / ‖x‖ on the first '
                f'{args.usage_images} val images, mean over seeds (gated SK: and the mean '
                '|gate|):', '']
-        arms = [a for a in ('ft_seedsk', 'ft_safesk', 'scratch_sk') if table.get(a)]
         site_names = list(table[arms[0]]['usage'][0])
         md.append('| site | ' + ' | '.join(names[a] for a in arms) + ' |')
         md.append('| --- |' + ' --- |' * len(arms))

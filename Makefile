@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env demo demo-baseline test bench study clean-env
+.PHONY: env demo demo-baseline test bench study compat clean-env
 
 env: $(VENV)/.installed
 
@@ -38,5 +38,30 @@ bench: env
 	$(BIN)/python tools/analysis_tools/benchmark_sk.py
 	$(BIN)/python tools/analysis_tools/benchmark_detector.py
 
+# The suite on the older stack most MMDetection 3.3 users have (requirements-compat.txt:
+# torch 2.1 + mmcv 2.1.0 with compiled ops + mmengine 0.10.4) in .venv-compat/; not part of CI.
+# mmcv is built into the environment's own wheelhouse, never from pip's cache, which holds the
+# wheel built against .venv's torch.
+COMPAT := .venv-compat
+CBIN := $(COMPAT)/bin
+cpin = $(shell grep -E '^$(1)([=<>]|$$)' requirements-compat.txt)
+
+compat: $(COMPAT)/.installed
+	$(CBIN)/python -m pytest tests
+
+$(COMPAT)/.installed: requirements-compat.txt setup.py
+	test -x $(CBIN)/python || $(PY) -m venv $(COMPAT)
+	$(CBIN)/pip install -q --upgrade pip
+	$(CBIN)/pip install -q '$(call cpin,setuptools)' $(call cpin,ninja) $(call cpin,wheel)
+	$(CBIN)/pip install -q '$(call cpin,torch)' '$(call cpin,numpy)'
+	ls $(COMPAT)/wheelhouse/mmcv-*.whl 2>/dev/null || MMCV_WITH_OPS=1 FORCE_CUDA=0 \
+	  MAX_JOBS=$$(nproc) $(CBIN)/pip wheel --no-cache-dir --no-deps --no-build-isolation \
+	  -w $(COMPAT)/wheelhouse '$(call cpin,mmcv)'
+	$(CBIN)/pip install -q -c requirements-compat.txt $(COMPAT)/wheelhouse/mmcv-*.whl
+	$(CBIN)/pip install -q -r requirements-compat.txt
+	$(CBIN)/pip install -q --no-build-isolation --no-deps -e .
+	$(CBIN)/python -c "from mmcv.ops import nms, RoIAlign; import mmdet, mmdet_sk"
+	touch $@
+
 clean-env:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(COMPAT)

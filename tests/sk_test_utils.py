@@ -25,3 +25,14 @@ def with_running_stats(model: nn.Module, seed: int = 0, gates: bool = True) -> n
             if gates and isinstance(m, SKAttention) and m.gate is not None:
                 m.gate.copy_(torch.rand(m.gate.shape, generator=g))
     return model.eval()
+
+
+def requires_torch(version: str, why: str):
+    """Skip a test on torch older than ``version``, saying which feature it needs."""
+    import pytest
+    from mmengine.utils import digit_version
+
+    from mmdet_sk.utils.torch_compat import TORCH_VERSION
+    return pytest.mark.skipif(
+        TORCH_VERSION < digit_version(version),
+        reason=f'needs torch>={version} ({why}); this is torch {torch.__version__}')

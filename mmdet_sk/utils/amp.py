@@ -24,6 +24,8 @@ from mmengine.optim import OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
+from .torch_compat import is_cpu_autocast_enabled
+
 
 # (module, class) of the mmcv ops whose CPU kernels take float32 only; their ``forward`` is
 # wrapped (NMS's autograd function: its output is indices; RoIAlign's module: autograd then
@@ -36,7 +38,7 @@ def _fp32_under_cpu_autocast(forward: Callable) -> Callable:
 
     @functools.wraps(forward)
     def wrapped(*args, **kwargs):
-        if not torch.is_autocast_enabled('cpu'):
+        if not is_cpu_autocast_enabled():
             return forward(*args, **kwargs)
         dtypes = [a.dtype for a in args if torch.is_tensor(a) and a.is_floating_point()]
         args = [a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args]

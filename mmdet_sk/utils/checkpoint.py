@@ -27,6 +27,8 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from torch import nn
 
+from .torch_compat import torch_load_is_weights_only
+
 
 def history_buffer_getattr(obj: object, name: str) -> object:
     """``getattr`` as MMEngine checkpoints use it, and nothing more.
@@ -61,9 +63,19 @@ def mmengine_checkpoint_globals() -> List[object]:
     ]
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Add MMEngine's checkpoint globals to ``torch.load``'s safe allow-list (idempotent)."""
+def allow_mmengine_checkpoints() -> bool:
+    """Add MMEngine's checkpoint globals to ``torch.load``'s safe allow-list (idempotent).
+
+    Only where ``torch.load`` defaults to the safe loader (torch >= 2.6); older torch loads
+    MMEngine's checkpoints as they are and has no (or an older) allow-list API.
+
+    Returns:
+        bool: Whether the allow-list was extended.
+    """
+    if not torch_load_is_weights_only():
+        return False
     torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+    return True
 
 
 def _checkpoints_beside(filename: str) -> str:

@@ -2,24 +2,30 @@
 PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+# Every release of the environment, not only the top-level pins (make lock writes it).
+LOCK := -c requirements-lock.txt
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env demo demo-baseline test bench study compat clean-env
+.PHONY: env lock demo demo-baseline test bench study compat clean-env
 
 env: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.py
+$(VENV)/.installed: requirements.txt requirements-lock.txt setup.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q '$(call pin,setuptools)' $(call pin,ninja) $(call pin,wheel)
-	$(BIN)/pip install -q '$(call pin,torch)'
+	$(BIN)/pip install -q $(LOCK) '$(call pin,setuptools)' $(call pin,ninja) $(call pin,wheel)
+	$(BIN)/pip install -q $(LOCK) '$(call pin,torch)'
 	# mmcv has no wheel for this torch: build its compiled ops (NMS, RoIAlign) from source once;
 	# pip's wheel cache makes every later environment take seconds.
-	MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=$$(nproc) $(BIN)/pip install --no-build-isolation '$(call pin,mmcv)'
-	$(BIN)/pip install -q -r requirements.txt
+	MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=$$(nproc) $(BIN)/pip install $(LOCK) --no-build-isolation '$(call pin,mmcv)'
+	$(BIN)/pip install -q $(LOCK) -r requirements.txt
 	$(BIN)/pip install -q --no-build-isolation --no-deps -e .
 	$(BIN)/python -c "from mmcv.ops import nms, RoIAlign; import mmdet, mmdet_sk"
 	touch $@
+
+lock: env
+	{ sed -n '1,3p' requirements-lock.txt; $(BIN)/pip freeze --exclude-editable; } > requirements-lock.txt.new
+	mv requirements-lock.txt.new requirements-lock.txt
 
 demo: env
 	$(BIN)/python tools/run_demo.py

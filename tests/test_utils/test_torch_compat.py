@@ -40,16 +40,20 @@ def test_package_imports_without_the_allow_list_api(monkeypatch):
 
 @pytest.mark.parametrize('old_torch', [False, True])
 def test_cpu_autocast_query(monkeypatch, old_torch):
-    if old_torch:  # torch < 2.4: is_autocast_enabled() takes no device
-        real = torch.is_autocast_enabled
+    real = torch.is_autocast_enabled
 
-        def no_device_arg(*args):
-            if args:
-                raise TypeError('is_autocast_enabled() takes 0 positional arguments')
-            return real()
+    def no_device_arg(*args):  # torch < 2.4: is_autocast_enabled() takes no device
+        if args:
+            raise TypeError('is_autocast_enabled() takes 0 positional arguments')
+        return real()
 
-        monkeypatch.setattr(torch, 'is_autocast_enabled', no_device_arg)
-    assert torch_compat.is_cpu_autocast_enabled() is False
+    def query():  # patched only around the query: torch.autocast itself asks with a device
+        with monkeypatch.context() as m:
+            if old_torch:
+                m.setattr(torch, 'is_autocast_enabled', no_device_arg)
+            return torch_compat.is_cpu_autocast_enabled()
+
+    assert query() is False
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        assert torch_compat.is_cpu_autocast_enabled() is True
-    assert torch_compat.is_cpu_autocast_enabled() is False
+        assert query() is True
+    assert query() is False

@@ -48,7 +48,8 @@ def history_buffer_getattr(obj: object, name: str) -> object:
 
 def mmengine_checkpoint_globals() -> List[object]:
     """The non-tensor globals found in checkpoints written by MMEngine's Runner."""
-    multiarray = getattr(np, '_core', None) or np.core
+    # numpy >= 2 keeps it in np._core; numpy 1.x in np.core (its np._core has no multiarray).
+    multiarray = np._core if hasattr(getattr(np, '_core', None), 'multiarray') else np.core
     dtypes = {type(np.dtype(t)) for t in (np.float64, np.float32, np.float16, np.int64,
                                            np.int32, np.int16, np.int8, np.uint8, np.bool_)}
     return [
@@ -128,8 +129,8 @@ def read_checkpoint(filename: str) -> dict:
 def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
     """One line on what of ``model`` a checkpoint does not provide, or None if it has it all.
 
-    SK blocks none of whose keys the checkpoint has (a checkpoint of the detector without SK)
-    keep their initialisation when it is loaded (see :class:`SKAttention`); they are counted,
+    SK blocks none of whose keys the checkpoint has (a checkpoint of the detector without SK;
+    for an ``SKConv``, none but the replaced conv's ``weight``/``bias``) keep their initialisation when it is loaded (see :class:`SKAttention`); they are counted,
     not listed. Any other weight the checkpoint lacks is left to MMEngine's own warning.
 
     Args:
@@ -140,7 +141,7 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
         str | None: ``'T1 of T tensors (V1 of V values) from the checkpoint; T2 tensors (V2
         values) new in N SK blocks keep their initialisation (...)'``.
     """
-    from ..models.layers import SKAttention
+    from ..models.layers import SKAttention, SKConv
     source = checkpoint.get('state_dict', checkpoint)
     keys = {re.sub(r'^module\.', '', k) for k in source}
     own = OrderedDict((k, v) for k, v in model.state_dict().items()
@@ -148,8 +149,13 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
     missing = [k for k in own if k not in keys]
     if not missing:
         return None
+    def sk_keys_absent(name: str, module: nn.Module) -> bool:
+        # an SKConv's weight (and bias) are those of the conv it replaced: not SK's own
+        kept = (f'{name}.weight', f'{name}.bias') if isinstance(module, SKConv) else ()
+        return not any(k.startswith(name + '.') and k not in kept for k in keys)
+
     blocks = {name + '.': m for name, m in model.named_modules()
-              if isinstance(m, SKAttention) and not any(k.startswith(name + '.') for k in keys)}
+              if isinstance(m, (SKAttention, SKConv)) and sk_keys_absent(name, m)}
     new = [k for k in missing if k.startswith(tuple(blocks))]
     count = lambda names: sum(own[k].numel() for k in names)  # noqa: E731
     total = count(own)

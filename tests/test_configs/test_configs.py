@@ -9,19 +9,23 @@ from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 
-from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.models.layers import SKAttention, SKConv
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
     osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
                                             recursive=True) if '_base_' not in p)
-# (SK modules in the backbone, SK modules in the neck); None: a config without SK.
+# (SK modules in the backbone, SK modules in the neck): SKAttention blocks and SKConv units.
 EXPECTED_SK = {
     'configs/faster_rcnn_r50_sk_fpn.py': (4 + 6 + 3, 4),
     'configs/yolox_s_sk_8xb8-300e_coco.py': (3, 3),
     'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py': (2 + 2 + 2, 4),
     'configs/demo/faster-rcnn_r18_fpn_shapes.py': (0, 0),
+    'configs/faster_rcnn_r50_skconv_fpn.py': (4 + 6 + 3, 0),
+    'configs/faster_rcnn_x50_skconv_fpn.py': (4 + 6 + 3, 0),
+    'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py': (2 + 2 + 2, 0),
 }
+SK_TYPES = (SKAttention, SKConv)
 
 
 def test_every_config_is_listed():
@@ -29,7 +33,7 @@ def test_every_config_is_listed():
 
 
 def _count(module):
-    return sum(isinstance(m, SKAttention) for m in module.modules())
+    return sum(isinstance(m, SK_TYPES) for m in module.modules())
 
 
 @pytest.mark.parametrize('config', CONFIGS)
@@ -52,7 +56,7 @@ def test_config_builds_trains_and_predicts(config):
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total)
     total.backward()
-    sk_grads = [p.grad for m in model.modules() if isinstance(m, SKAttention)
+    sk_grads = [p.grad for m in model.modules() if isinstance(m, SK_TYPES)
                 for p in m.parameters()]
     assert all(g is not None for g in sk_grads)
 

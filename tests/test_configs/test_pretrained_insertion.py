@@ -18,7 +18,7 @@ from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
 from mmengine.logging import MessageHub
 
-from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.models.layers import SKAttention, SKConv
 from mmdet_sk.utils.checkpoint import new_weights_summary
 from sk_test_utils import with_running_stats
 
@@ -28,6 +28,8 @@ CASES = {
     'faster_rcnn': (FASTER, 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'),
     'yolox_s': ('configs/yolox_s_sk_8xb8-300e_coco.py', 'mmdet::yolox/yolox_s_8xb8-300e_coco.py'),
     'mask_rcnn': (None, 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py'),
+    'faster_rcnn_skconv': ('configs/faster_rcnn_r50_skconv_fpn.py',
+                           'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'),
 }
 
 
@@ -56,7 +58,7 @@ def _trained_like(model):
 
 
 def _sk_blocks(model):
-    return {name: m for name, m in model.named_modules() if isinstance(m, SKAttention)}
+    return {name: m for name, m in model.named_modules() if isinstance(m, (SKAttention, SKConv))}
 
 
 @pytest.fixture(scope='module', params=list(CASES))

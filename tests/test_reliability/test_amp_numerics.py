@@ -54,10 +54,12 @@ def test_sk_stays_finite(name, training, bf16):
     assert torch.isfinite(out).all() and all(torch.isfinite(g).all() for g in grads)
 
 
-def test_one_value_per_channel_cannot_train_batchnorm():
-    """Batch 1 with 1x1 maps trains no BatchNorm: torch's message, not a NaN."""
-    with pytest.raises(ValueError, match='Expected more than 1 value per channel when training'):
-        sk_block().train()(torch.randn(1, 64, 1, 1))
+def test_one_value_per_channel_trains_with_running_stats():
+    """Batch 1 with 1x1 maps: SK's BatchNorms normalise with their running statistics."""
+    for bf16 in (False, True):
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
+            out = sk_block().train()(torch.randn(1, 64, 1, 1))
+        assert torch.isfinite(out).all()
     assert torch.isfinite(sk_block().eval()(torch.randn(1, 64, 1, 1))).all()
 
 

@@ -22,7 +22,7 @@ from mmengine.config import Config
 from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
-from sk_test_utils import with_running_stats
+from sk_test_utils import requires_torch, with_running_stats
 from reliability_utils import DEMO_SK, REPO
 
 
@@ -61,7 +61,9 @@ def test_sk_block_exports():
 def test_backbone_and_neck_export(detector):
     net = BackboneNeck(detector).eval()
     program = torch.export.export(net, (torch.rand(1, 3, 128, 128), ))
-    assert sum('conv2d' in str(n.target) for n in program.graph.nodes) > 40
+    # torch 2.13 exports aten.conv2d, torch 2.1 lowers it to aten.convolution
+    assert sum(any(op in str(n.target) for op in ('conv2d', 'convolution'))
+               for n in program.graph.nodes) > 40
     x = torch.rand(1, 3, 128, 128) * 2 - 1
     with torch.no_grad():
         eager, exported = net(x), program.module()(x)
@@ -73,6 +75,7 @@ def test_backbone_and_neck_export(detector):
 SHIPPED = [('configs/faster_rcnn_r50_sk_fpn.py', 5), ('configs/yolox_s_sk_8xb8-300e_coco.py', 3)]
 
 
+@requires_torch('2.6', 'torch.onnx.export with external_data (torch.export-based)')
 @pytest.mark.parametrize('config,num_levels', SHIPPED)
 def test_backbone_and_neck_onnx_export(config, num_levels, tmp_path):
     cfg = Config.fromfile(osp.join(REPO, config))

@@ -6,6 +6,11 @@ import torch
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.logging import MessageHub
 
+from sk_test_utils import requires_torch
+
+# torch.load is the safe loader by default from torch 2.6; before, it unpickles anything.
+pytestmark = requires_torch('2.6', 'torch.load defaults to weights_only=True')
+
 
 def saved(obj) -> io.BytesIO:
     buffer = io.BytesIO()

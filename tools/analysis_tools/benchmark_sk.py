@@ -65,6 +65,11 @@ MODES = ('fwd', 'fwd+bwd', 'infer')
 Shape = Tuple[int, int, int, int]
 
 
+def _start_ns(event) -> int:
+    """A profiler event's start in ns (torch < 2.2 has only ``start_us``)."""
+    return event.start_ns() if hasattr(event, 'start_ns') else event.start_us() * 1000
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='tiny grid (for tests)')
@@ -184,7 +189,7 @@ def peak_mb(fn: Callable, device: torch.device) -> float:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     # The raw allocator events (the tables aggregate them per operator), in time order.
-    events = [(e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+    events = [(_start_ns(e), e.nbytes()) for e in prof.profiler.kineto_results.events()
               if e.name() == '[memory]']
     live = peak = 0
     for _, nbytes in sorted(events, key=lambda e: e[0]):

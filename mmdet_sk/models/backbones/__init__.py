@@ -1,4 +1,8 @@
 from .plugin_csp_darknet import PluginCSPDarknet
 from .plugin_resnet import PluginBasicBlock, PluginResNet
+from .plugin_resnext import PluginResNeXt, PluginResNeXtBottleneck
 
-__all__ = ['PluginBasicBlock', 'PluginResNet', 'PluginCSPDarknet']
+__all__ = [
+    'PluginBasicBlock', 'PluginResNet', 'PluginResNeXt', 'PluginResNeXtBottleneck',
+    'PluginCSPDarknet'
+]

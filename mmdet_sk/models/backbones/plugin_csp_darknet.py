@@ -6,7 +6,7 @@ from mmcv.cnn import build_plugin_layer
 from mmdet.models.backbones.csp_darknet import CSPDarknet
 from mmdet.registry import MODELS
 
-from .plugin_utils import check_plugins, keep_plugins_training
+from .plugin_utils import check_plugins, keep_plugins_training, warn_frozen_plugins
 
 
 @MODELS.register_module()
@@ -16,6 +16,11 @@ class PluginCSPDarknet(CSPDarknet):
     Each plugin is appended to the stages it is enabled for (``position='after_stage'``), so it
     acts on the stage's output, after the CSP layer. The stem is not a stage. Checkpoints of
     ``CSPDarknet`` load unchanged; only the plugins' keys (``stage{i}.{n}.*``) are new.
+    With ``norm_eval=True`` the plugins of the trained stages train their own norms. Plugins in
+    a frozen stage (``1..frozen_stages``) are frozen with it, as everything there is in
+    MMDetection (``requires_grad=False``, eval mode), so they never train: a gated SK block
+    there stays the identity. Building such a backbone logs one warning naming those stages
+    (:func:`warn_frozen_plugins`).
 
     Args:
         plugins (list[dict], optional): Each a dict with ``cfg`` (the plugin config, built with
@@ -44,6 +49,8 @@ class PluginCSPDarknet(CSPDarknet):
                 stage.append(layer)
                 self.plugin_layers.append(layer)
                 self._plugin_stage.append(i + 1)
+        frozen = sorted({stage for stage in self._plugin_stage if stage <= self.frozen_stages})
+        warn_frozen_plugins('PluginCSPDarknet', frozen, self.frozen_stages)
 
     def init_weights(self) -> None:
         """Initialise as CSPDarknet, then let each plugin initialise itself.

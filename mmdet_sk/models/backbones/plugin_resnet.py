@@ -2,12 +2,14 @@
 """ResNet whose BasicBlock (ResNet-18/34) takes plugins, as mmdet's Bottleneck already does."""
 from typing import List, Optional
 
+from mmcv.cnn import build_conv_layer
 from mmdet.models.backbones.resnet import BasicBlock, Bottleneck, ResNet
 from mmdet.registry import MODELS
 from torch import Tensor
 from torch.utils import checkpoint as cp
 
-from .plugin_utils import check_plugins, keep_plugins_training
+from ..layers.sk_conv import SKConv
+from .plugin_utils import check_plugins, keep_plugins_training, warn_frozen_plugins
 
 
 class PluginBasicBlock(BasicBlock):
@@ -22,6 +24,9 @@ class PluginBasicBlock(BasicBlock):
         planes (int): Output channels.
         plugins (list[dict], optional): Each a dict with ``cfg`` and ``position`` in
             ``('after_conv1', 'after_conv2')``. Default: None.
+        dcn (dict, optional): Conv config of ``conv2`` (e.g. ``dict(type='SKConv')``), the
+            ResNet ``dcn``/``stage_with_dcn`` slot that BasicBlock refuses; ``conv1``, which
+            carries the stride, stays a plain conv. Default: None.
         *args, **kwargs: The other arguments of :class:`BasicBlock`.
     """
     positions = ('after_conv1', 'after_conv2')
@@ -35,8 +40,16 @@ class PluginBasicBlock(BasicBlock):
                  planes: int,
                  *args,
                  plugins: Optional[List[dict]] = None,
+                 dcn: Optional[dict] = None,
                  **kwargs) -> None:
         super().__init__(inplanes, planes, *args, **kwargs)
+        if dcn is not None:
+            if not isinstance(dcn, dict) or 'type' not in dcn:
+                raise TypeError(f'BasicBlock: `dcn` must be None or a conv config dict with a '
+                                f'`type` (e.g. dict(type=\'SKConv\')), got {dcn!r}')
+            # conv2 only (stride 1; conv1 keeps the stride), one per block as in Bottleneck.
+            self.conv2 = build_conv_layer(dcn, planes, planes, 3, padding=1, bias=False)
+        self.with_dcn = dcn is not None
         plugins = plugins or []
         check_plugins(plugins, self.positions, 'BasicBlock')
         self.after_conv1_plugin_names = self.make_block_plugins(
@@ -72,7 +85,10 @@ class PluginResNet(ResNet):
     values. Checkpoints of ``ResNet`` load unchanged; only the plugins' keys are new.
     With ``norm_eval=True`` the pretrained BatchNorms stay frozen as in ``ResNet``, while the
     plugins of the trained stages (the stages after ``frozen_stages``) train their own norms
-    (see :func:`keep_plugins_training`).
+    (see :func:`keep_plugins_training`). Plugins in a frozen stage (``1..frozen_stages``) are
+    frozen with it, as everything there is in MMDetection (``requires_grad=False``, eval
+    mode), so they never train: a gated SK block there stays the identity. Building such a
+    backbone logs one warning naming those stages (:func:`warn_frozen_plugins`).
 
     Args:
         depth (int): Depth of the ResNet, one of 18, 34, 50, 101, 152.
@@ -80,6 +96,7 @@ class PluginResNet(ResNet):
             ``position`` and optionally ``stages`` (one bool per stage). Default: None.
         **kwargs: The other arguments of :class:`ResNet`.
     """
+    arch_name = 'ResNet'  # for the messages
 
     def __init__(self, depth: int, plugins: Optional[List[dict]] = None, **kwargs) -> None:
         if depth in self.arch_settings:
@@ -87,9 +104,17 @@ class PluginResNet(ResNet):
             positions = (PluginBasicBlock.positions
                          if block is BasicBlock else ('after_conv1', 'after_conv2',
                                                       'after_conv3'))
-            check_plugins(plugins or [], positions, f'ResNet-{depth}',
+            check_plugins(plugins or [], positions, f'{self.arch_name}-{depth}',
                           num_stages=kwargs.get('num_stages', 4))
-        super().__init__(depth, plugins=plugins, **kwargs)
+        # By keyword: ResNeXt's __init__ (PluginResNeXt) takes groups first.
+        super().__init__(depth=depth, plugins=plugins, **kwargs)
+        frozen = [
+            i for i, layer_name in enumerate(self.res_layers, 1) if i <= self.frozen_stages
+            and any(getattr(block, f'{position}_plugin_names', [])
+                    for block in getattr(self, layer_name)
+                    for position in ('after_conv1', 'after_conv2', 'after_conv3'))
+        ]
+        warn_frozen_plugins(f'{type(self).__name__}-{depth}', frozen, self.frozen_stages)
 
     def make_res_layer(self, **kwargs):
         """Build a stage, with :class:`PluginBasicBlock` in place of BasicBlock."""
@@ -98,7 +123,7 @@ class PluginResNet(ResNet):
         return super().make_res_layer(**kwargs)
 
     def _trained_plugins(self) -> list:
-        """The plugin modules of the blocks of the stages after ``frozen_stages``."""
+        """The plugins (and SKConv units) of the blocks of the stages after ``frozen_stages``."""
         layers = []
         for i, layer_name in enumerate(self.res_layers, 1):
             if i <= self.frozen_stages:
@@ -107,6 +132,8 @@ class PluginResNet(ResNet):
                 for position in ('after_conv1', 'after_conv2', 'after_conv3'):
                     names = getattr(block, f'{position}_plugin_names', [])
                     layers.extend(getattr(block, name) for name in names)
+                if isinstance(getattr(block, 'conv2', None), SKConv):  # dcn=dict(type='SKConv')
+                    layers.append(block.conv2)
         return layers
 
     def train(self, mode: bool = True) -> 'PluginResNet':

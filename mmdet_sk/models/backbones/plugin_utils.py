@@ -1,7 +1,9 @@
 # Copyright (c) mmdet-sk contributors. All rights reserved.
 """Up-front checks of ``plugins=[dict(cfg=..., stages=..., position=...)]`` lists."""
+import logging
 from typing import Iterable, Optional, Sequence
 
+from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torch import nn
 
@@ -64,3 +66,29 @@ def keep_plugins_training(plugins: Iterable[nn.Module]) -> None:
     """
     for plugin in plugins:
         plugin.train()
+
+
+def warn_frozen_plugins(where: str, stages: Sequence[int], frozen_stages: int) -> None:
+    """Warn once that plugins sit in stages that ``frozen_stages`` freezes.
+
+    MMDetection's backbones freeze the stem and stages ``1..frozen_stages`` whole: every
+    parameter there, the plugins' included, gets ``requires_grad=False`` and the stage stays in
+    eval mode. A plugin there never trains: a gated SKAttention stays the identity, an ungated
+    one keeps its random initialisation. Frozen means frozen, as in MMDetection, so the
+    plugins are not unfrozen; one warning names the stages.
+
+    Args:
+        where (str): The backbone, for the message.
+        stages (Sequence[int]): The 1-based stages that hold plugins and are frozen.
+        frozen_stages (int): The backbone's ``frozen_stages``.
+    """
+    if not stages:
+        return
+    names = ', '.join(str(s) for s in stages)
+    print_log(
+        f'{where}: plugins in stage(s) {names} are frozen by frozen_stages={frozen_stages} '
+        f'(requires_grad=False, eval mode) and will not train: a gated SKAttention there '
+        f'stays the identity. Enable plugins only in stages after {frozen_stages} (e.g. '
+        f'stages=(False, True, True, True) with frozen_stages=1) or lower frozen_stages.',
+        logger='current',
+        level=logging.WARNING)

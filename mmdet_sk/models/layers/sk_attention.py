@@ -12,6 +12,9 @@ from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from ._running_stats import branch_with_running_stats
+from .sk_select import FuseSelectMixin
+
 IntSeq = Union[int, Sequence[int]]
 
 
@@ -42,7 +45,7 @@ def _keep_weights_absent_from_state_dict(module: nn.Module, state_dict: dict, pr
 
 
 @MODELS.register_module()
-class SKAttention(BaseModule):
+class SKAttention(FuseSelectMixin, BaseModule):
     """Selective Kernel attention block.
 
     The block runs ``K`` parallel conv-norm-act branches with different receptive fields on the
@@ -67,6 +70,18 @@ class SKAttention(BaseModule):
     input itself: on CPU the grouped convolutions run faster channels-last, but the
     conversions back cost more than they save.
 
+    One value per channel: a BatchNorm in training mode raises on a map with ``B * H * W == 1``
+    (batch 1 on a 1x1 map, e.g. the last stage of a ResNet on a 32x32 image), where it has no
+    batch statistics. A backbone whose own norms are frozen (``norm_eval=True``) runs on such
+    an input, while the SK block's norms keep training (see
+    :func:`~mmdet_sk.models.backbones.plugin_utils.keep_plugins_training`). So that inserting
+    the block never makes a network fail on an input it takes without it, a training-mode
+    branch BatchNorm (``nn.BatchNorm2d`` and other ``_BatchNorm`` with running statistics)
+    normalises such a map with its running statistics, as in eval mode, and leaves them
+    unchanged; on every larger map it trains as usual. The choice is made on the input's
+    shape only. ``SyncBatchNorm`` is left alone: it gathers its statistics across ranks and
+    its collectives must run on every rank.
+
     Args:
         in_channels (int): Channels of the input (and of the output).
         kernels (int | Sequence[int]): Kernel size of each branch; odd and positive, so that
@@ -90,6 +105,17 @@ class SKAttention(BaseModule):
             zeroed). ``s = 1`` is the seed's block. Train ``s`` without weight decay (the
             shipped configs: ``custom_keys={'.gate': dict(decay_mult=0., lr_mult=10.)}``, chosen
             by a measured pilot, see the README). Default: False (the seed's block).
+        fuse_cfg (dict, optional): The Fuse after the pooling. None: the seed's linear
+            ``z = fc(s)``. A dict: the paper's ``z = act(norm(fc(s)))`` (eq. 4), with keys
+            ``norm_cfg`` (default ``dict(type='LN')``) and ``act_cfg`` (default
+            ``dict(type='ReLU')``), either None to leave it out; the norm's keys are
+            ``fuse_norm.*``. The paper uses BatchNorm, but ``s`` is one (B, d) vector per
+            image: BN in training fails at batch 1 (one value per channel) and normalises
+            over very few values at the small per-GPU batches of detection (2 images), and
+            it computes differently in train and eval mode. LayerNorm has no batch
+            statistics, works at any batch size and computes the same in both modes, hence
+            the default; ``dict(type='BN')`` gives the paper's form exactly (batch > 1).
+            Default: None (the seed's Fuse, same outputs and keys).
         init_cfg (dict | list[dict], optional): Initialisation config. Default: None, which
             gives every layer PyTorch's default initialisation, as in the seed module.
     """
@@ -107,6 +133,7 @@ class SKAttention(BaseModule):
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
                  gate: bool = False,
+                 fuse_cfg: Optional[dict] = None,
                  init_cfg: Optional[Union[dict, list]] = None) -> None:
         super().__init__(init_cfg=init_cfg)
         kernels = _as_int_tuple('kernels', kernels)
@@ -168,9 +195,8 @@ class SKAttention(BaseModule):
                 act.inplace = True
             self.convs.append(
                 nn.Sequential(OrderedDict([('conv', conv), (norm_name, norm), ('relu', act)])))
-        self.fc = nn.Linear(in_channels, self.d)
-        self.fcs = nn.ModuleList(nn.Linear(self.d, in_channels) for _ in kernels)
-        self.softmax = nn.Softmax(dim=0)
+        # fc, the optional fuse_norm/fuse_act, fcs, softmax (shared with SKConv).
+        self._init_fuse_select('SKAttention', in_channels, self.d, len(kernels), fuse_cfg)
         self.gate = nn.Parameter(torch.zeros(in_channels)) if gate else None
         self._register_load_state_dict_pre_hook(_keep_weights_absent_from_state_dict,
                                                 with_module=True)
@@ -208,17 +234,13 @@ class SKAttention(BaseModule):
         if x.dim() != 4:
             raise ValueError(f'SKAttention expects a 4-D input (B, C, H, W), got shape '
                              f'{tuple(x.shape)}')
-        feats = [branch(x) for branch in self.convs]
-        # Fuse: the global average of the branch sum equals the sum of the branch averages,
-        # which spares materialising U. Sums, not means: the backward of a sum is a broadcast
-        # view, that of a mean a new map. Accumulate in fp32, without an fp32 copy of the map.
-        pooled = feats[0].sum((2, 3), dtype=torch.float32)
-        for feat in feats[1:]:
-            pooled = pooled + feat.sum((2, 3), dtype=torch.float32)
-        pooled = pooled / (x.shape[2] * x.shape[3])
-        z = self.fc(pooled.to(self.fc.weight.dtype))
-        logits = torch.stack([fc(z) for fc in self.fcs])
-        weights = self.softmax(logits.float())
+        if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            # The branches keep the spatial size: their norms see one value per channel.
+            feats = [branch_with_running_stats(branch, x) for branch in self.convs]
+        else:
+            feats = [branch(x) for branch in self.convs]
+        # Fuse: pooled without materialising U, see FuseSelectMixin._selection_weights.
+        weights = self._selection_weights(feats)
         return feats, weights
 
     def forward(self, x: Tensor) -> Tensor:
@@ -226,11 +248,8 @@ class SKAttention(BaseModule):
         feats, weights = self.branch_weights(x)
         if self.record_selection:
             self.last_selection = weights.detach()
-        weights = weights.to(feats[0].dtype)[..., None, None]
         # One output map, accumulated in place: no product map per branch.
-        out = feats[0] * weights[0]
-        for i in range(1, len(feats)):
-            out = out.addcmul_(feats[i], weights[i])
+        out = self._select(feats, weights)
         if self.gate is None:
             return out
         # x + s * (out - x): exactly x while s is 0, whatever the branches compute.

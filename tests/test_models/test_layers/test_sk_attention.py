@@ -166,3 +166,75 @@ def test_init_cfg_is_honoured():
     m = SKAttention(16, kernels=(3, ), init_cfg=dict(type='Constant', val=0.5, layer='Linear'))
     m.init_weights()
     assert torch.all(m.fc.weight == 0.5) and torch.all(m.fcs[0].weight == 0.5)
+
+
+def test_default_fuse_is_the_seeds_linear_fuse():
+    m = SKAttention(64)
+    assert m.fuse_cfg is None and m.fuse_norm is None and m.fuse_act is None
+    assert not [k for k in m.state_dict() if k.startswith('fuse_')]
+
+
+@pytest.mark.parametrize('fuse_cfg, norm_type', [
+    (dict(), nn.LayerNorm), (dict(norm_cfg=dict(type='GN', num_groups=8)), nn.GroupNorm),
+    (dict(norm_cfg=None), None), (dict(norm_cfg=dict(type='BN')), nn.BatchNorm2d)])
+def test_paper_fuse_is_fc_norm_relu(fuse_cfg, norm_type):
+    torch.manual_seed(0)
+    m = SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32, fuse_cfg=fuse_cfg)
+    assert isinstance(m.fuse_act, nn.ReLU)
+    keys = [k for k in m.state_dict() if k.startswith('fuse_norm.')]
+    if norm_type is None:
+        assert m.fuse_norm is None and not keys
+    else:
+        assert isinstance(m.fuse_norm, norm_type) and 'fuse_norm.weight' in keys
+    m.eval()
+    x = torch.randn(2, 64, 7, 7)
+    feats, w = m.branch_weights(x)
+    z = m.fc(sum(f.mean((2, 3)) for f in feats))
+    if norm_type is nn.LayerNorm:
+        z = m.fuse_norm(z)
+    elif norm_type is not None:
+        z = m.fuse_norm(z[:, :, None, None]).flatten(1)
+    z = z.relu()
+    torch.testing.assert_close(w, torch.stack([fc(z) for fc in m.fcs]).softmax(0))
+
+
+@pytest.mark.parametrize('norm_cfg', [None, dict(type='LN'), dict(type='GN', num_groups=8)])
+def test_paper_fuse_trains_at_batch_one(norm_cfg):
+    """No batch statistics in the Fuse: a batch-1 training step works (the branch BNs see
+    the H x W values of the one image), and the Fuse computes the same in train and eval."""
+    m = SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32,
+                    fuse_cfg=dict(norm_cfg=norm_cfg), gate=True).train()
+    x = torch.randn(1, 64, 6, 6)
+    m(x).square().mean().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    with torch.no_grad():
+        m.convs.eval()
+        w_train = m.branch_weights(x)[1]
+        torch.testing.assert_close(w_train, m.eval().branch_weights(x)[1])
+
+
+def test_paper_fuse_with_bn_needs_a_batch_in_training():
+    m = SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32,
+                    fuse_cfg=dict(norm_cfg=dict(type='BN'))).train()
+    with pytest.raises(ValueError, match='more than 1 value'):
+        m(torch.randn(1, 64, 6, 6))
+    m(torch.randn(2, 64, 6, 6)).sum().backward()
+
+
+def test_seed_checkpoint_into_paper_fuse_reports_the_norm_missing():
+    seed = SKAttention(64)
+    m = SKAttention(64, fuse_cfg=dict())
+    result = m.load_state_dict(seed.state_dict(), strict=False)
+    assert sorted(result.missing_keys) == ['fuse_norm.bias', 'fuse_norm.weight']
+
+
+@pytest.mark.parametrize('fuse_cfg, error, words', [
+    ('LN', TypeError, ['fuse_cfg']),
+    (dict(norm=dict(type='LN')), ValueError, ['fuse_cfg', 'norm_cfg', 'act_cfg']),
+    (dict(act_cfg='ReLU'), TypeError, ['fuse_cfg.act_cfg']),
+])
+def test_bad_fuse_cfg_is_named(fuse_cfg, error, words):
+    with pytest.raises(error) as info:
+        SKAttention(32, fuse_cfg=fuse_cfg)
+    for word in words:
+        assert word in str(info.value)

@@ -8,6 +8,7 @@ from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
 from mmdet_sk.models.layers._seed_sk import SeedSKAttention
+from sk_test_utils import requires_torch
 
 PRESETS = [
     dict(kernels=(1, 3, 5, 7)),
@@ -90,6 +91,7 @@ def test_channels_last_input_matches_nchw(mode):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
+@requires_torch('2.13', 'saved-map counts of torch 2.13; torch 2.1 saves one more of the seed')
 def test_training_keeps_two_maps_per_branch():
     """The saved activations of one training forward: two maps a branch, the seed's three."""
     torch.manual_seed(0)

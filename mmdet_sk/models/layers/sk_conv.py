@@ -1,0 +1,237 @@
+# Copyright (c) mmdet-sk contributors. All rights reserved.
+"""SKConv: a Selective Kernel unit (SKNet, Li et al., CVPR 2019) that stands in for a conv.
+
+Registered as ``'SKConv'`` in MMEngine's ``MODELS``, where ``mmcv.cnn.build_conv_layer`` looks
+conv types up, so it fits every conv slot of OpenMMLab models, e.g. the ``dcn`` slot of
+MMDetection's ResNet/ResNeXt Bottleneck::
+
+    ResNet(depth=50, dcn=dict(type='SKConv', gate=True),
+           stage_with_dcn=(False, True, True, True))
+"""
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmengine.model import BaseModule
+from mmengine.registry import MODELS
+from torch import Tensor, nn
+
+from ._running_stats import branch_with_running_stats
+from .sk_select import FuseSelectMixin
+
+#: The names the replaced conv's tensors have in SKConv (and in a checkpoint of the conv).
+CONV_KEYS = ('weight', 'bias')
+
+
+def _keep_sk_weights_absent_from_state_dict(module: 'SKConv', state_dict: dict, prefix: str,
+                                            *args) -> None:
+    """Load-state-dict pre-hook: a state dict without any of SK's own keys keeps them.
+
+    A checkpoint of the network with a plain conv in place of the unit has the conv's
+    ``weight`` (and ``bias``) but none of SK's own keys (the other branches, the norms, the
+    Fuse, the Select, the gate): the unit's current tensors are put in for SK's keys, so the
+    conv loads, nothing is reported missing and SK keeps its initialisation. A partial match of
+    SK's keys is left alone, and reported as usual.
+    """
+    own = {name: tensor for name, tensor in module.state_dict(keep_vars=True).items()
+           if name not in CONV_KEYS}
+    if any(prefix + name in state_dict for name in own):
+        return
+    for name, tensor in own.items():
+        state_dict[prefix + name] = tensor.detach()
+
+
+def _check_int(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'SKConv: `{name}` must be an int, got {value!r}')
+    if value < minimum:
+        raise ValueError(f'SKConv: `{name}` must be >= {minimum}, got {value}')
+
+
+@MODELS.register_module()
+class SKConv(FuseSelectMixin, BaseModule):
+    """Selective Kernel convolution: the SK unit of SKNet with the interface of a conv.
+
+    Split: ``branches`` convolutions of ``in_channels -> out_channels``, all with kernel
+    ``kernel_size``, stride ``stride`` and groups ``groups``; branch ``i`` has dilation
+    ``dilation * (i + 1)`` and the padding that gives it the output size of branch 0
+    (``padding + dilation * i * (kernel_size - 1) // 2``). With the defaults this is the
+    paper's M = 2: a 3x3 conv and a 3x3 conv with dilation 2 (a "5x5"). Each branch is
+    conv-norm-act. Fuse: the branch sum is pooled globally and squeezed to
+    ``d = max(L, out_channels // reduction)`` channels. Select: a softmax across the branches
+    of per-channel attention weights, and the weighted sum of the branch outputs.
+
+    Branch 0's convolution is the conv the unit replaces: its weight is the unit's own
+    ``weight`` (and ``bias``), as mmcv's DCN holds ``self.weight``, so a checkpoint of the
+    network with a plain conv in the slot (``layerX.Y.conv2.weight`` of a ResNet) loads into
+    it by name. SK's own keys (``dilated_convs.*``, ``norms.*``, ``fc.*``, ``fuse_norm.*``,
+    ``fcs.*``, ``gate``) keep their initialisation when the checkpoint has none of them.
+
+    Without ``gate`` the unit is the paper's SK unit. In MMDetection's ResNet ``dcn`` slot the
+    Bottleneck keeps its ``norm2`` and ReLU after ``conv2``, i.e. after the Select. With
+    ``gate=True`` the output is ``conv(x) + s * (SK(x) - conv(x))``, ``conv`` being branch 0's
+    plain convolution (before its norm) and ``s`` a per-channel gate initialised to 0: the
+    unit computes exactly the replaced conv when inserted (in train and eval mode), so a
+    trained network computes what it computed; ``s`` gets gradient at the first step and SK's
+    other weights from the second. Train ``s`` without weight decay.
+
+    Args:
+        in_channels (int): Input channels.
+        out_channels (int): Output channels.
+        kernel_size (int): Kernel size of every branch; odd. Default: 3.
+        stride (int): Stride of every branch. Default: 1.
+        padding (int): Padding of branch 0. Default: 1.
+        dilation (int): Dilation of branch 0; branch ``i`` has ``dilation * (i + 1)``.
+            Default: 1.
+        groups (int): Groups of every branch conv (32 in SKNet); divides both channel
+            counts. Default: 1.
+        bias (bool): Whether branch 0's conv has a bias (the replaced conv's ``bias``); the
+            other branches have none, their norm follows. Default: False.
+        branches (int): Number of branches M, >= 1. Default: 2.
+        reduction (int): Channel reduction ratio of the Fuse. Default: 16.
+        L (int): Lower bound of the squeezed width ``d``. Default: 32.
+        fuse_cfg (dict, optional): None: the linear Fuse ``z = fc(s)``; a dict: the paper's
+            ``z = act(norm(fc(s)))`` with ``norm_cfg`` (default LN: no batch statistics,
+            works at batch 1) and ``act_cfg`` (default ReLU), see :class:`SKAttention`.
+            Default: None.
+        norm_cfg (dict): Norm of each branch. Default: dict(type='BN').
+        act_cfg (dict): Activation of each branch. Default: dict(type='ReLU').
+        gate (bool): Start as the replaced conv, see above. Default: False.
+        init_cfg (dict | list[dict], optional): Initialisation config. Default: None, which
+            gives every layer PyTorch's default initialisation (the gate 0).
+    """
+
+    _abbr_ = 'skconv'
+
+    def __init__(self,
+                 in_channels: int,
+                 out_channels: int,
+                 kernel_size: int = 3,
+                 stride: int = 1,
+                 padding: int = 1,
+                 dilation: int = 1,
+                 groups: int = 1,
+                 bias: bool = False,
+                 branches: int = 2,
+                 reduction: int = 16,
+                 L: int = 32,
+                 fuse_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='ReLU'),
+                 gate: bool = False,
+                 init_cfg: Optional[Union[dict, list]] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        for name, value, minimum in (('in_channels', in_channels, 1),
+                                     ('out_channels', out_channels, 1),
+                                     ('kernel_size', kernel_size, 1), ('stride', stride, 1),
+                                     ('padding', padding, 0), ('dilation', dilation, 1),
+                                     ('groups', groups, 1), ('branches', branches, 1),
+                                     ('reduction', reduction, 1), ('L', L, 1)):
+            _check_int(name, value, minimum)
+        if kernel_size % 2 == 0:
+            raise ValueError(f'SKConv: `kernel_size` must be odd (1, 3, 5, ...) so that the '
+                             f'dilated branches keep the output size, got {kernel_size}')
+        for name, value in (('bias', bias), ('gate', gate)):
+            if not isinstance(value, bool):
+                raise TypeError(f'SKConv: `{name}` must be True or False, got {value!r}')
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f'SKConv: `in_channels` ({in_channels}) and `out_channels` '
+                             f'({out_channels}) must be divisible by `groups` ({groups})')
+
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = (kernel_size, kernel_size)
+        self.stride = (stride, stride)
+        self.padding = (padding, padding)
+        self.dilation = (dilation, dilation)
+        self.groups = groups
+        self.branches = branches
+        self.reduction = reduction
+        self.L = L
+        self.d = max(L, out_channels // reduction)
+
+        # Branch 0: the replaced conv, under its names.
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.dilated_convs = nn.ModuleList()
+        for i in range(1, branches):
+            self.dilated_convs.append(
+                nn.Conv2d(
+                    in_channels,
+                    out_channels,
+                    kernel_size,
+                    stride=stride,
+                    padding=padding + dilation * i * (kernel_size - 1) // 2,
+                    dilation=dilation * (i + 1),
+                    groups=groups,
+                    bias=False))
+        self.norms = nn.ModuleList(
+            build_norm_layer(norm_cfg, out_channels)[1] for _ in range(branches))
+        self.acts = nn.ModuleList()
+        for _ in range(branches):
+            act = build_activation_layer(act_cfg)
+            if isinstance(act, nn.ReLU):
+                act.inplace = True  # its input (a norm's output) is not needed by the backward
+            self.acts.append(act)
+        self._init_fuse_select('SKConv', out_channels, self.d, branches, fuse_cfg)
+        self.gate = nn.Parameter(torch.zeros(out_channels)) if gate else None
+        self._register_load_state_dict_pre_hook(_keep_sk_weights_absent_from_state_dict,
+                                                with_module=True)
+        self._reset_conv()
+
+    def _reset_conv(self) -> None:
+        """PyTorch's default init of branch 0's conv (that of ``nn.Conv2d``)."""
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        if self.bias is not None:
+            fan_in = self.weight[0].numel()
+            nn.init.uniform_(self.bias, -fan_in**-0.5, fan_in**-0.5)
+
+    def init_weights(self) -> None:
+        """Give every layer PyTorch's default init, unless ``init_cfg`` says otherwise.
+
+        A parent's ``init_weights`` runs before its children's, so a ResNet's Kaiming init of
+        its ``Conv2d`` layers does not decide the unit's init.
+        """
+        if self.init_cfg is not None:
+            super().init_weights()
+            return
+        self._reset_conv()
+        for m in self.modules():
+            if m is not self and hasattr(m, 'reset_parameters'):
+                m.reset_parameters()
+        if self.gate is not None:
+            nn.init.zeros_(self.gate)
+        self._is_init = True
+
+    def conv(self, x: Tensor) -> Tensor:
+        """Branch 0's convolution alone: the conv the unit replaces."""
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Select among the branches; shape of the output as that of the replaced conv."""
+        if x.dim() != 4:
+            raise ValueError(f'SKConv expects a 4-D input (B, C, H, W), got shape '
+                             f'{tuple(x.shape)}')
+        base = self.conv(x)
+        maps = [base] + [conv(x) for conv in self.dilated_convs]
+        if self.training and base.shape[0] * base.shape[2] * base.shape[3] == 1:
+            # One value per channel (batch 1 on a 1x1 map): training BatchNorms would raise;
+            # they normalise with their running statistics for this forward instead.
+            feats = [branch_with_running_stats((norm, act), y)
+                     for y, norm, act in zip(maps, self.norms, self.acts)]
+        else:
+            feats = [act(norm(y)) for y, norm, act in zip(maps, self.norms, self.acts)]
+        out = self._select(feats, self._selection_weights(feats))
+        if self.gate is None:
+            return out
+        # conv(x) + s * (SK(x) - conv(x)): exactly the conv while s is 0.
+        return torch.addcmul(base, out - base, self.gate.to(out.dtype)[None, :, None, None])
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
+                f'stride={self.stride}, padding={self.padding}, dilation={self.dilation}, '
+                f'groups={self.groups}, branches={self.branches}, d={self.d}, '
+                f'gate={self.gate is not None}')

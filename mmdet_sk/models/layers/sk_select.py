@@ -1,0 +1,117 @@
+# Copyright (c) mmdet-sk contributors. All rights reserved.
+"""The Fuse and Select steps of Selective Kernel units, shared by SKAttention and SKConv.
+
+The layers are set on the unit itself (``fc``, ``fuse_norm``, ``fcs``), not on a child module,
+so that the ``state_dict`` keys stay those of the seed module (``fc.*``, ``fcs.{i}.*``).
+"""
+from typing import List, Optional
+
+import torch
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from torch import Tensor, nn
+
+#: The paper form of the Fuse, ``fuse_cfg=dict()``: ``z = ReLU(LN(fc(s)))``.
+DEFAULT_FUSE_NORM = dict(type='LN')
+DEFAULT_FUSE_ACT = dict(type='ReLU')
+FUSE_CFG_KEYS = ('norm_cfg', 'act_cfg')
+
+
+def check_fuse_cfg(owner: str, fuse_cfg: Optional[dict]) -> Optional[dict]:
+    """Validate ``fuse_cfg`` and fill in its defaults.
+
+    Args:
+        owner (str): Class name for the error messages.
+        fuse_cfg (dict, optional): None (the linear Fuse, ``z = fc(s)``) or a dict with the
+            optional keys ``norm_cfg`` (default ``dict(type='LN')``) and ``act_cfg`` (default
+            ``dict(type='ReLU')``); either may be None to leave that layer out.
+
+    Returns:
+        dict | None: ``fuse_cfg`` with both keys present, or None.
+    """
+    if fuse_cfg is None:
+        return None
+    if not isinstance(fuse_cfg, dict):
+        raise TypeError(f'{owner}: `fuse_cfg` must be None or a dict with keys '
+                        f'{FUSE_CFG_KEYS}, got {fuse_cfg!r}')
+    unknown = sorted(set(fuse_cfg) - set(FUSE_CFG_KEYS))
+    if unknown:
+        raise ValueError(f'{owner}: `fuse_cfg` got unknown keys {unknown}; allowed keys are '
+                         f'{FUSE_CFG_KEYS}')
+    cfg = dict(norm_cfg=fuse_cfg.get('norm_cfg', DEFAULT_FUSE_NORM),
+               act_cfg=fuse_cfg.get('act_cfg', DEFAULT_FUSE_ACT))
+    for key, value in cfg.items():
+        if value is not None and not (isinstance(value, dict) and 'type' in value):
+            raise TypeError(f'{owner}: `fuse_cfg.{key}` must be None or a dict with a '
+                            f'`type`, got {value!r}')
+    return cfg
+
+
+class FuseSelectMixin:
+    """Fuse (pool, squeeze) and Select (softmax attention over the branches) of an SK unit.
+
+    The unit calls :meth:`_init_fuse_select` in its ``__init__`` and
+    :meth:`_selection_weights` then :meth:`_select` in its forward.
+    """
+
+    def _init_fuse_select(self, owner: str, channels: int, d: int, num_branches: int,
+                          fuse_cfg: Optional[dict]) -> None:
+        """Build ``fc`` (C -> d), the optional ``fuse_norm``/``fuse_act`` and ``fcs`` (d -> C).
+
+        Args:
+            owner (str): Class name for the error messages.
+            channels (int): Channels of the branch outputs.
+            d (int): Width of the squeezed descriptor.
+            num_branches (int): Number of branches, one ``fcs`` layer each.
+            fuse_cfg (dict, optional): See :func:`check_fuse_cfg`.
+        """
+        fuse_cfg = check_fuse_cfg(owner, fuse_cfg)
+        self.fuse_cfg = fuse_cfg
+        self.fc = nn.Linear(channels, d)
+        self.fuse_norm = None
+        self.fuse_act = None
+        # LayerNorm(d) and BatchNorm1d take the (B, d) descriptor as it is; the 2-D norms
+        # (BN, SyncBN, GN, IN) take it as a (B, d, 1, 1) map.
+        self._fuse_norm_flat = True
+        if fuse_cfg is not None:
+            if fuse_cfg['norm_cfg'] is not None:
+                _, self.fuse_norm = build_norm_layer(fuse_cfg['norm_cfg'], d)
+                self._fuse_norm_flat = isinstance(self.fuse_norm,
+                                                  (nn.LayerNorm, nn.BatchNorm1d))
+            if fuse_cfg['act_cfg'] is not None:
+                self.fuse_act = build_activation_layer(fuse_cfg['act_cfg'])
+        self.fcs = nn.ModuleList(nn.Linear(d, channels) for _ in range(num_branches))
+        self.softmax = nn.Softmax(dim=0)
+
+    def _selection_weights(self, feats: List[Tensor]) -> Tensor:
+        """Softmax selection weights of shape (K, B, C) for the ``K`` branch outputs.
+
+        The global average of the branch sum equals the sum of the branch averages, which
+        spares materialising ``U``. Sums, not means: the backward of a sum is a broadcast view,
+        that of a mean a new map. Accumulated in fp32, without an fp32 copy of the maps.
+        """
+        pooled = feats[0].sum((2, 3), dtype=torch.float32)
+        for feat in feats[1:]:
+            pooled = pooled + feat.sum((2, 3), dtype=torch.float32)
+        pooled = pooled / (feats[0].shape[2] * feats[0].shape[3])
+        z = self.fc(pooled.to(self.fc.weight.dtype))
+        if self.fuse_norm is not None:
+            z = (self.fuse_norm(z)
+                 if self._fuse_norm_flat else self.fuse_norm(z[:, :, None, None]).flatten(1))
+        if self.fuse_act is not None:
+            z = self.fuse_act(z)
+        logits = torch.stack([fc(z) for fc in self.fcs])
+        return self.softmax(logits.float())
+
+    @staticmethod
+    def _select(feats: List[Tensor], weights: Tensor) -> Tensor:
+        """The weighted sum of the branch outputs, accumulated in place in one output map.
+
+        Args:
+            feats (list[Tensor]): The ``K`` branch outputs, each (B, C, H, W).
+            weights (Tensor): Selection weights (K, B, C).
+        """
+        weights = weights.to(feats[0].dtype)[..., None, None]
+        out = feats[0] * weights[0]
+        for i in range(1, len(feats)):
+            out = out.addcmul_(feats[i], weights[i])
+        return out

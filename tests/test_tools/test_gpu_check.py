@@ -96,5 +96,5 @@ def test_bench_line_and_speedup(gpu_check):
     assert gpu_check.speedup(row) == 2.0
     assert gpu_check.speedup(dict(row, mode='fwd+bwd')) == 1.5
     assert gpu_check.bench_line(row) == (
-        'bench paper  8x256x100x167 channels_last compiled infer   '
+        'bench paper  8x256x100x167 channels_last compiled infer    '
         'seed 3.00 ms ours 2.00 ms fold 1.50 ms  x seed 2.00')

@@ -214,12 +214,7 @@ class SKAttention(FuseSelectMixin, BaseModule):
         if self.init_cfg is not None:
             super().init_weights()
             return
-        for m in self.modules():
-            if m is not self and hasattr(m, 'reset_parameters'):
-                m.reset_parameters()
-        if self.gate is not None:
-            nn.init.zeros_(self.gate)
-        self._is_init = True
+        self._default_init()
 
     def branch_weights(self, x: Tensor) -> tuple:
         """Return the branch outputs and their softmax selection weights.

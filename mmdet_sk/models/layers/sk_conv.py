@@ -198,12 +198,7 @@ class SKConv(FuseSelectMixin, BaseModule):
             super().init_weights()
             return
         self._reset_conv()
-        for m in self.modules():
-            if m is not self and hasattr(m, 'reset_parameters'):
-                m.reset_parameters()
-        if self.gate is not None:
-            nn.init.zeros_(self.gate)
-        self._is_init = True
+        self._default_init()
 
     def conv(self, x: Tensor) -> Tensor:
         """Branch 0's convolution alone: the conv the unit replaces."""

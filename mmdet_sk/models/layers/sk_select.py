@@ -82,6 +82,19 @@ class FuseSelectMixin:
         self.fcs = nn.ModuleList(nn.Linear(d, channels) for _ in range(num_branches))
         self.softmax = nn.Softmax(dim=0)
 
+    def _default_init(self) -> None:
+        """PyTorch's default initialisation for every layer of the unit, the gate at 0.
+
+        A parent's ``init_weights`` (ResNet applies Kaiming to every ``Conv2d`` it holds) runs
+        before its children's, so the unit's ``init_weights`` calls this for the last word.
+        """
+        for m in self.modules():
+            if m is not self and hasattr(m, 'reset_parameters'):
+                m.reset_parameters()
+        if getattr(self, 'gate', None) is not None:
+            nn.init.zeros_(self.gate)
+        self._is_init = True
+
     def _selection_weights(self, feats: List[Tensor]) -> Tensor:
         """Softmax selection weights of shape (K, B, C) for the ``K`` branch outputs.
 

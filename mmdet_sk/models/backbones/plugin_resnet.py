@@ -108,12 +108,8 @@ class PluginResNet(ResNet):
                           num_stages=kwargs.get('num_stages', 4))
         # By keyword: ResNeXt's __init__ (PluginResNeXt) takes groups first.
         super().__init__(depth=depth, plugins=plugins, **kwargs)
-        frozen = [
-            i for i, layer_name in enumerate(self.res_layers, 1) if i <= self.frozen_stages
-            and any(getattr(block, f'{position}_plugin_names', [])
-                    for block in getattr(self, layer_name)
-                    for position in ('after_conv1', 'after_conv2', 'after_conv3'))
-        ]
+        frozen = [i for i, layer_name in enumerate(self.res_layers, 1)
+                  if i <= self.frozen_stages and self._stage_plugins(layer_name)]
         warn_frozen_plugins(f'{type(self).__name__}-{depth}', frozen, self.frozen_stages)
 
     def make_res_layer(self, **kwargs):
@@ -122,18 +118,23 @@ class PluginResNet(ResNet):
             kwargs['block'] = PluginBasicBlock
         return super().make_res_layer(**kwargs)
 
+    def _stage_plugins(self, layer_name: str) -> list:
+        """The plugin modules of the blocks of one stage."""
+        return [
+            getattr(block, name) for block in getattr(self, layer_name)
+            for position in ('after_conv1', 'after_conv2', 'after_conv3')
+            for name in getattr(block, f'{position}_plugin_names', [])
+        ]
+
     def _trained_plugins(self) -> list:
         """The plugins (and SKConv units) of the blocks of the stages after ``frozen_stages``."""
         layers = []
         for i, layer_name in enumerate(self.res_layers, 1):
             if i <= self.frozen_stages:
                 continue
-            for block in getattr(self, layer_name):
-                for position in ('after_conv1', 'after_conv2', 'after_conv3'):
-                    names = getattr(block, f'{position}_plugin_names', [])
-                    layers.extend(getattr(block, name) for name in names)
-                if isinstance(getattr(block, 'conv2', None), SKConv):  # dcn=dict(type='SKConv')
-                    layers.append(block.conv2)
+            layers.extend(self._stage_plugins(layer_name))
+            layers.extend(block.conv2 for block in getattr(self, layer_name)
+                          if isinstance(getattr(block, 'conv2', None), SKConv))  # dcn=SKConv
         return layers
 
     def train(self, mode: bool = True) -> 'PluginResNet':

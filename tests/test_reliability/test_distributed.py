@@ -15,7 +15,6 @@ What cannot match exactly, and is removed or bounded here:
   gradients: a weighted mean, not the global mean (a small difference, e.g. in ``loss_bbox``).
 """
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -59,21 +58,12 @@ def test_two_processes_train_like_one_with_the_doubled_batch(tiny_coco, tmp_path
 
     tool('train.py', config('single', 4), '--work-dir', str(tmp_path / 'single'))
     env = dict(tool_env(), PYTHON=sys.executable, PORT=str(free_port()))
-    for attempt in range(2):
-        proc = subprocess.run(['tools/dist_train.sh', config('ddp', 2), '2', '--work-dir',
-                               str(tmp_path / 'ddp')], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=170)
-        # Seen once in a suite run on a machine loaded by a training job: one rank aborted in
-        # the first iteration with "terminate called without an active exception" from
-        # torch's C++ side (no Python error), and the same test passed when run again. That
-        # abort, and only it, gets one more try, on a fresh port and work dir.
-        if proc.returncode == 0 or attempt or 'terminate called without an active exception' \
-                not in proc.stderr:
-            break
-        print('retrying after a rank aborted:', proc.stderr[-2000:])
-        env['PORT'] = str(free_port())
-        shutil.rmtree(tmp_path / 'ddp', ignore_errors=True)
-        (tmp_path / 'ddp.jsonl').unlink(missing_ok=True)
+    # Each rank destroys its process group before it exits (launch.close_process_group):
+    # without that, one run in about ten aborted after its last checkpoint ("terminate called
+    # without an active exception").
+    proc = subprocess.run(['tools/dist_train.sh', config('ddp', 2), '2', '--work-dir',
+                           str(tmp_path / 'ddp')], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=170)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     assert 'Distributed launcher: pytorch' in proc.stdout + proc.stderr
 

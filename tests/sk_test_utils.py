@@ -1,6 +1,9 @@
 """Helpers shared by the tests (``tests/`` is on ``sys.path`` through its conftest)."""
+from typing import Tuple, Union
+
 import torch
-from torch import nn
+from mmengine.config import Config
+from torch import Tensor, nn
 
 from mmdet_sk.models.layers import SKAttention
 
@@ -36,3 +39,71 @@ def requires_torch(version: str, why: str):
     return pytest.mark.skipif(
         TORCH_VERSION < digit_version(version),
         reason=f'needs torch>={version} ({why}); this is torch {torch.__version__}')
+
+
+def build_detector(cfg: Union[str, Config], seed: int = 0) -> nn.Module:
+    """Build the detector of a config with ``mmdet.registry.MODELS``, freshly initialised.
+
+    Args:
+        cfg (str | Config): Config file or loaded config; the backbone's ``init_cfg`` is
+            dropped (no download).
+        seed (int): Torch seed of the initialisation. Default: 0.
+
+    Returns:
+        nn.Module: The detector, in eval mode.
+    """
+    from mmdet.registry import MODELS
+
+    cfg = Config.fromfile(cfg) if isinstance(cfg, str) else cfg
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(seed)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    return model.eval()
+
+
+class RandomImages:
+    """A dataset of random uint8 images, as a test pipeline packs them (``inputs`` only).
+
+    Args:
+        num (int): Number of images.
+        size (tuple[int, int]): Height and width. Default: (64, 64).
+        seed (int): Seed of the pixels. Default: 0.
+    """
+
+    def __init__(self, num: int, size: Tuple[int, int] = (64, 64), seed: int = 0) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.images = [torch.randint(0, 256, (3, ) + tuple(size), generator=g,
+                                     dtype=torch.uint8) for _ in range(num)]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: int) -> dict:
+        return dict(inputs=self.images[idx])
+
+
+def assert_records_selection(module: nn.Module, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Check that an SK module keeps its selection weights only while recording is on.
+
+    Args:
+        module (SKAttention | SKConv): The module, in eval mode (the forwards must agree).
+        x (Tensor): An input (B, C, H, W).
+
+    Returns:
+        tuple[Tensor, Tensor]: The recorded weights (K, B, C) and the recorded forward's
+        output, for the caller to check that they are the weights that forward used.
+    """
+    assert module.record_selection is False and module.last_selection is None
+    module(x)
+    assert module.last_selection is None  # nothing kept while recording is off
+    module.record_selection = True
+    try:
+        out = module(x)
+    finally:
+        module.record_selection = False
+    weights = module.last_selection
+    assert weights.shape == (len(module.kernels), x.shape[0], out.shape[1])
+    assert not weights.requires_grad and weights.dtype == torch.float32
+    torch.testing.assert_close(weights.sum(0), torch.ones(weights.shape[1:]))
+    return weights, out

@@ -1,8 +1,13 @@
 # Copyright (c) mmdet-sk contributors. All rights reserved.
-"""Read the selection weights of a model's SKAttention modules: the "what did SK choose" tools.
+"""Read the selection weights of a model's SK modules: the "what did SK choose" tools.
 
-Shared by :class:`mmdet_sk.engine.SKSelectionHook` (during training) and
-``tools/analysis_tools/sk_scale_analysis.py`` (on a checkpoint, at several input scales).
+The SK modules are the :class:`SKAttention` blocks (plugins) and the :class:`SKConv` units
+(in a conv slot); both record their selection weights (K, B, C) while ``record_selection`` is
+on. This module finds and groups them and collects their weights, for
+:class:`mmdet_sk.engine.SKSelectionHook` (during training) and
+``tools/analysis_tools/sk_scale_analysis.py`` (on a checkpoint, at several input scales); the
+statistics of a scale analysis are in :mod:`~mmdet_sk.analysis.scale_stats`, its files in
+:mod:`~mmdet_sk.analysis.scale_report`.
 
 SK modules are grouped per backbone stage and per neck level, and a group's weight is the plain
 average over its modules (every module counts once, whatever its channel count):
@@ -12,18 +17,16 @@ average over its modules (every module counts once, whatever its channel count):
   ``LevelPlugins(levels=(1, 2, 3, 4))`` is group ``neck.level3`` (level = index of the neck's
   output map);
 * any other module is grouped by its name up to the first numeric component: the ResNet plugin
-  ``backbone.layer2.0.sk`` is group ``backbone.layer2``, the CSPDarknet plugin
-  ``backbone.stage3.2`` is group ``backbone.stage3``.
+  ``backbone.layer2.0.sk`` and the SKConv ``backbone.layer2.0.conv2`` are group
+  ``backbone.layer2``, the CSPDarknet plugin ``backbone.stage3.2`` is group
+  ``backbone.stage3``.
 
 Branches are labelled ``k{kernel}d{dilation}`` (``k3d2``: 3x3 conv, dilation 2); the "large"
 branch is the one with the largest effective receptive field ``(k - 1) * d + 1``.
 """
-import csv
-import json
-import os.path as osp
 from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,10 +34,13 @@ from mmengine.model import is_model_wrapper
 from torch import Tensor, nn
 
 from ..datasets.synthetic_coco import AREA_RANGES
-from ..models.layers import SKAttention
+from ..models.layers import SKAttention, SKConv
 from ..models.necks import LevelPlugins
 
 BUCKETS = tuple(name for name, _, _ in AREA_RANGES)  # ('small', 'medium', 'large')
+#: The module types that :func:`sk_groups` finds.
+SK_MODULES = (SKAttention, SKConv)
+SKModule = Union[SKAttention, SKConv]
 
 
 class SKGroup:
@@ -50,7 +56,7 @@ class SKGroup:
         self.name = name
         self.kernels = tuple(kernels)
         self.dilations = tuple(dilations)
-        self.modules: List[SKAttention] = []
+        self.modules: List[SKModule] = []
         self.module_names: List[str] = []
 
     @property
@@ -110,7 +116,7 @@ def _group_name(name: str, modules: Dict[str, nn.Module]) -> str:
 
 
 def sk_groups(model: nn.Module) -> 'OrderedDict[str, SKGroup]':
-    """Find the SKAttention modules of ``model`` and group them per stage / level.
+    """Find the SK modules (SKAttention, SKConv) of ``model``; group them per stage / level.
 
     Args:
         model (nn.Module): A model, possibly inside a wrapper (DDP).
@@ -124,7 +130,7 @@ def sk_groups(model: nn.Module) -> 'OrderedDict[str, SKGroup]':
     named = dict(model.named_modules())
     groups: 'OrderedDict[str, SKGroup]' = OrderedDict()
     for name, module in named.items():
-        if not isinstance(module, SKAttention):
+        if not isinstance(module, SK_MODULES):
             continue
         key = _group_name(name, named)
         group = groups.get(key)
@@ -304,7 +310,8 @@ def collect_scale_selection(model: nn.Module,
 
     groups = sk_groups(model)
     if not groups:
-        raise ValueError('collect_scale_selection: the model has no SKAttention module')
+        raise ValueError('collect_scale_selection: the model has no SK module '
+                         '(SKAttention or SKConv)')
     names = [n for g in groups.values() for n in g.module_names]
     feats_only = hasattr(model, 'extract_feat') and all(
         n.startswith(('backbone.', 'neck.')) for n in names)
@@ -342,256 +349,3 @@ def collect_scale_selection(model: nn.Module,
     if bar is not None:
         print()
     return weights, buckets
-
-
-# ---------------------------------------------------------------- scale analysis: summaries
-
-
-def summarize(weights: dict, buckets: dict, indices: Sequence[int]) -> dict:
-    """Mean branch weights per bucket, group and scale.
-
-    Args:
-        weights (dict): ``weights[scale][group]`` arrays (num_images, K), rows in the order of
-            ``indices`` (from :func:`collect_scale_selection`).
-        buckets (dict): Area bucket of each index.
-        indices (Sequence[int]): The image indices, in the order of the rows.
-
-    Returns:
-        dict: ``table[bucket][group][scale] = (num_images, mean weights (K,))`` for the buckets
-        ``'all'``, ``'small'``, ``'medium'``, ``'large'`` that have images.
-    """
-    table: dict = OrderedDict()
-    for bucket in ('all', ) + BUCKETS:
-        rows = np.array([bucket == 'all' or buckets[i] == bucket for i in indices])
-        if not rows.any():
-            continue
-        table[bucket] = OrderedDict()
-        for scale, per_group in weights.items():
-            for name, w in per_group.items():
-                table[bucket].setdefault(name, OrderedDict())[scale] = (int(rows.sum()),
-                                                                        w[rows].mean(0))
-    return table
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman rank correlation (ties get their average rank); nan if one side is constant."""
-
-    def ranks(v):
-        v = np.asarray(v, dtype=np.float64)
-        order = np.argsort(v, kind='stable')
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=np.float64)
-        for value in np.unique(v):
-            tied = v == value
-            r[tied] = r[tied].mean()
-        return r
-
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float('nan')
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def trend_verdict(name: str,
-                  label: str,
-                  erf: int,
-                  scales: Sequence[float],
-                  large_weights: Sequence[float],
-                  tol: float = 1e-3) -> dict:
-    """Does the large-kernel weight rise with the input scale?
-
-    The answer is YES when the Spearman correlation between scale and weight and the slope of
-    a least-squares line are both positive and the weight moves by at least ``tol`` (max - min)
-    over the scales; "monotonically" when the correlation is 1.
-
-    Args:
-        name (str): Group name.
-        label (str): Label of the large branch, e.g. ``'k3d2'``.
-        erf (int): Its effective receptive field.
-        scales (Sequence[float]): Input scales, at least two distinct.
-        large_weights (Sequence[float]): Mean weight of the large branch at each scale.
-        tol (float): Smallest change that counts as a change. Default: 1e-3.
-
-    Returns:
-        dict: ``rho``, ``slope`` (weight per unit of scale), ``change`` (weight at the largest
-        scale minus weight at the smallest), ``rises`` (bool), ``trend`` (words) and ``line``.
-    """
-    order = np.argsort(np.asarray(scales, dtype=np.float64))
-    s = np.asarray(scales, dtype=np.float64)[order]
-    w = np.asarray(large_weights, dtype=np.float64)[order]
-    rho = spearman(s, w)
-    slope = float(np.polyfit(s, w, 1)[0]) if len(s) > 1 else float('nan')
-    change = float(w[-1] - w[0])
-    if len(s) < 2 or float(w.max() - w.min()) < tol:
-        trend = f'flat (moves less than {tol:g})'
-    elif rho >= 1 - 1e-9:
-        trend = 'rises monotonically'
-    elif rho <= -1 + 1e-9:
-        trend = 'falls monotonically'
-    elif rho > 0 and slope > 0:
-        trend = 'tends to rise (not monotonic)'
-    elif rho < 0 and slope < 0:
-        trend = 'tends to fall (not monotonic)'
-    else:
-        trend = 'no clear trend'
-    rises = trend in ('rises monotonically', 'tends to rise (not monotonic)')
-    line = (f'{name}: large kernel {label} (RF {erf}) weight {w[0]:.4f} -> {w[-1]:.4f} over '
-            f'scales {s[0]:g}-{s[-1]:g}; Spearman rho={rho:+.2f}, slope={slope:+.4f}/scale: '
-            f'{"YES" if rises else "NO"}, {trend}')
-    return dict(rho=rho, slope=slope, change=change, rises=rises, trend=trend, line=line)
-
-
-def verdicts(table: dict, groups: Dict[str, SKGroup], bucket: str = 'all',
-             tol: float = 1e-3) -> 'OrderedDict[str, dict]':
-    """:func:`trend_verdict` of every group of ``table[bucket]``."""
-    out = OrderedDict()
-    for name, per_scale in table.get(bucket, {}).items():
-        group = groups[name]
-        k = group.large_index
-        scales = list(per_scale)
-        out[name] = trend_verdict(name, group.labels[k], group.erfs[k], scales,
-                                  [per_scale[s][1][k] for s in scales], tol)
-    return out
-
-
-def write_csv(path: str, table: dict, groups: Dict[str, SKGroup]) -> None:
-    """One row per bucket, group, scale and branch (long format)."""
-    with open(path, 'w', newline='') as f:
-        writer = csv.writer(f)
-        writer.writerow(['bucket', 'group', 'scale', 'num_images', 'branch', 'kernel',
-                         'dilation', 'erf', 'is_large', 'weight'])
-        for bucket, per_group in table.items():
-            for name, per_scale in per_group.items():
-                g = groups[name]
-                for scale, (n, mean) in per_scale.items():
-                    for i, value in enumerate(mean):
-                        writer.writerow([bucket, name, f'{scale:g}', n, g.labels[i],
-                                         g.kernels[i], g.dilations[i], g.erfs[i],
-                                         int(i == g.large_index), f'{value:.6f}'])
-
-
-def write_json(path: str, table: dict, groups: Dict[str, SKGroup], verdict_table: dict,
-               meta: dict) -> None:
-    """The table, the branch layout of each group, the verdicts and ``meta`` as strict JSON
-    (an undefined correlation is written as null)."""
-    data = dict(meta)
-    data['groups'] = OrderedDict(
-        (name, dict(modules=g.module_names, branches=[
-            dict(label=lb, kernel=k, dilation=d, erf=e)
-            for lb, k, d, e in zip(g.labels, g.kernels, g.dilations, g.erfs)
-        ], large_branch=g.labels[g.large_index])) for name, g in groups.items()
-        if any(name in per_group for per_group in table.values()))
-    data['weights'] = OrderedDict(
-        (bucket, OrderedDict((name, OrderedDict(
-            (f'{scale:g}', dict(num_images=n, mean=[round(float(v), 6) for v in mean]))
-            for scale, (n, mean) in per_scale.items())) for name, per_scale in per_group.items()))
-        for bucket, per_group in table.items())
-    data['verdicts'] = OrderedDict(
-        (bucket, OrderedDict((name, {k: None if isinstance(v, float) and np.isnan(v) else v
-                                     for k, v in verdict.items()})
-                             for name, verdict in per_bucket.items()))
-        for bucket, per_bucket in verdict_table.items())
-    with open(path, 'w') as f:
-        json.dump(data, f, indent=2, allow_nan=False)
-
-
-def _min_span(ax, span: float = 0.02) -> None:
-    """Show at least ``span`` of the y axis, so that tiny wiggles do not look like trends."""
-    lo, hi = ax.get_ylim()
-    if hi - lo < span:
-        mid = (hi + lo) / 2
-        ax.set_ylim(mid - span / 2, mid + span / 2)
-
-
-def _grid(num: int, ncols: int = 4):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    ncols = max(1, min(ncols, num))
-    nrows = (num + ncols - 1) // ncols
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(3.6 * ncols, 3.0 * nrows), squeeze=False, sharex=True)
-    for ax in axes.flat[num:]:
-        ax.axis('off')
-    return plt, fig, axes.flat
-
-
-def plot_weights(path: str, table: dict, groups: Dict[str, SKGroup], bucket: str = 'all',
-                 title: str = '') -> None:
-    """Mean weight of each branch versus input scale, one panel per group (SKNet, Fig. 3).
-
-    Each y axis spans at least 0.02, so that a change of a few thousandths stays visibly small.
-    """
-    per_group = table[bucket]
-    plt, fig, axes = _grid(len(per_group))
-    for ax, (name, per_scale) in zip(axes, per_group.items()):
-        g = groups[name]
-        scales = list(per_scale)
-        means = np.stack([per_scale[s][1] for s in scales])
-        for i, label in enumerate(g.labels):
-            ax.plot(scales, means[:, i], marker='o', lw=2 if i == g.large_index else 1,
-                    label=f'{label} (RF {g.erfs[i]})')
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel('input scale')
-        ax.set_ylabel('mean branch weight')
-        _min_span(ax)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title or f'SK branch weights vs input scale ({bucket} images)', fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_large_by_bucket(path: str, table: dict, groups: Dict[str, SKGroup],
-                         title: str = '') -> None:
-    """Weight of the large branch versus input scale, one line per area bucket and panel per
-    group."""
-    names = list(table['all'])
-    plt, fig, axes = _grid(len(names))
-    for ax, name in zip(axes, names):
-        g = groups[name]
-        k = g.large_index
-        for bucket, per_group in table.items():
-            per_scale = per_group.get(name)
-            if not per_scale:
-                continue
-            scales = list(per_scale)
-            n = next(iter(per_scale.values()))[0]
-            ax.plot(scales, [per_scale[s][1][k] for s in scales], marker='o',
-                    lw=2 if bucket == 'all' else 1, label=f'{bucket} ({n} img)')
-        ax.set_title(f'{name}: {g.labels[k]}', fontsize=10)
-        ax.set_xlabel('input scale')
-        ax.set_ylabel('large-kernel weight')
-        _min_span(ax)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title or 'Large-kernel weight vs input scale per GT area bucket', fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def write_report(out_dir: str, table: dict, groups: Dict[str, SKGroup], meta: dict,
-                 tol: float = 1e-3) -> 'OrderedDict[str, dict]':
-    """Write CSV, JSON, PNGs and verdicts of a scale analysis into ``out_dir``.
-
-    Files: ``sk_scale_weights.csv``, ``sk_scale_weights.json``, ``sk_scale_weights.png``
-    (all images), ``sk_scale_large_by_bucket.png`` and ``sk_scale_verdicts.txt``.
-
-    Returns:
-        OrderedDict[str, dict]: The verdicts on all images, per group.
-    """
-    verdict_table = OrderedDict((bucket, verdicts(table, groups, bucket, tol)) for bucket in table)
-    write_csv(osp.join(out_dir, 'sk_scale_weights.csv'), table, groups)
-    write_json(osp.join(out_dir, 'sk_scale_weights.json'), table, groups, verdict_table, meta)
-    n = next(iter(next(iter(table['all'].values())).values()))[0]
-    plot_weights(osp.join(out_dir, 'sk_scale_weights.png'), table, groups, 'all',
-                 f'SK branch weights vs input scale ({n} images)')
-    plot_large_by_bucket(osp.join(out_dir, 'sk_scale_large_by_bucket.png'), table, groups)
-    with open(osp.join(out_dir, 'sk_scale_verdicts.txt'), 'w') as f:
-        for bucket, per_bucket in verdict_table.items():
-            f.write(f'# {bucket} images\n')
-            for verdict in per_bucket.values():
-                f.write(verdict['line'] + '\n')
-    return verdict_table['all']

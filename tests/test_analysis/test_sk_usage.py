@@ -6,8 +6,11 @@ from mmengine.config import Config
 
 from mmdet_sk.analysis import sk_output_change
 from mmdet_sk.datasets import data_root_options
+from mmdet_sk.models.layers import SKConv
+from sk_test_utils import RandomImages, build_detector
 
 CONFIG = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
+SKCONV_CONFIG = 'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py'
 SITES = ['backbone.layer2', 'backbone.layer3', 'backbone.layer4', 'neck.level1',
          'neck.level2', 'neck.level3', 'neck.level4']
 
@@ -48,3 +51,19 @@ def test_gated_sk_at_init_moves_nothing_then_moves_with_its_gate(model_and_data)
         assert change[1.0][site]['rel_change'] > 0.01
         assert change[0.5][site]['rel_change'] == pytest.approx(
             0.5 * change[1.0][site]['rel_change'], rel=1e-4)
+
+
+def test_gated_skconv_is_its_conv_at_init_then_moves_with_its_gate():
+    """SKConv's reference is the replaced conv: ``||out - conv(x)|| / ||conv(x)||``."""
+    model = build_detector(SKCONV_CONFIG)
+    images = RandomImages(2)
+    usage = sk_output_change(model, images, [0, 1])
+    assert list(usage) == SITES[:3]
+    assert [v['blocks'] for v in usage.values()] == [2, 2, 2]
+    assert all(v['rel_change'] == 0.0 and v['gate_abs_mean'] == 0.0 for v in usage.values())
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, SKConv):
+                m.gate.fill_(0.5)
+    usage = sk_output_change(model, images, [0, 1])
+    assert all(v['rel_change'] > 0.01 and v['gate_abs_mean'] == 0.5 for v in usage.values())

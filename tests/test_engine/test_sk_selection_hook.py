@@ -11,10 +11,13 @@ from torch import nn
 
 from mmdet_sk.analysis import sk_groups
 from mmdet_sk.engine import SKSelectionHook
-from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.models.layers import SKAttention, SKConv
 from mmdet_sk.models.necks import LevelPlugins
+from sk_test_utils import build_detector
 
 CONFIG = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
+SKCONV_CONFIG = 'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py'
+SKCONV_STAGES = ['backbone.layer2', 'backbone.layer3', 'backbone.layer4']
 SK = dict(type='SKAttention', kernels=(3, 3, 5), dilations=(1, 2, 1), groups=4, reduction=4,
           L=4)
 
@@ -57,21 +60,23 @@ class FakeVisualizer:
 
 
 def _sk_modules(model):
-    return [m for m in model.modules() if isinstance(m, SKAttention)]
+    return [m for m in model.modules() if isinstance(m, (SKAttention, SKConv))]
 
 
-def _run(hook, model, iters, wrap=False):
+def _run(hook, model, iters, wrap=False, x=None, forward=None):
+    """``iters`` iterations of ``forward(x)`` (default: ``model`` on a (2, 8, 6, 6) input)."""
     runner = SimpleNamespace(model=nn.DataParallel(model) if wrap else model, iter=0,
                              visualizer=FakeVisualizer())
     hook.before_train(runner)
-    x = torch.randn(2, 8, 6, 6)
+    x = torch.randn(2, 8, 6, 6) if x is None else x
+    forward = model if forward is None else forward
     for i in range(iters):
         runner.iter = i
         hook.before_train_iter(runner, i)
         due = (i + 1) % hook.interval == 0
         assert all(m.record_selection == due for m in _sk_modules(model))
         with torch.no_grad():
-            model(x)
+            forward(x)
         if not due:  # nothing is stored on the other iterations
             assert all(m.last_selection is None for m in _sk_modules(model))
         hook.after_train_iter(runner, i)
@@ -111,6 +116,27 @@ def test_logs_on_interval_only_with_batch_means(wrap):
     expected = (w0.mean((1, 2)) + w1.mean((1, 2))) / 2
     got = [scalars[f'sk/backbone.layer1/{b}'] for b in ('k3d1', 'k3d2', 'k5d1')]
     assert got == pytest.approx(expected.tolist(), abs=1e-6)
+
+
+def test_skconv_detector_groups_and_logged_weights():
+    """The demo detector with SKConv as conv2 of the BasicBlocks of c3-c5."""
+    model = build_detector(SKCONV_CONFIG)
+    groups = sk_groups(model)
+    assert list(groups) == SKCONV_STAGES
+    assert groups['backbone.layer2'].module_names == ['backbone.layer2.0.conv2',
+                                                      'backbone.layer2.1.conv2']
+    assert all(isinstance(m, SKConv) for g in groups.values() for m in g.modules)
+    assert all(g.labels == ['k3d1', 'k3d2'] and g.large_index == 1 for g in groups.values())
+
+    calls, _ = _run(SKSelectionHook(interval=2), model, iters=2,
+                    x=torch.randn(2, 3, 64, 64), forward=model.extract_feat)
+    ((step, scalars), ) = calls
+    assert step == 2
+    assert sorted(scalars) == sorted(f'sk/{s}/{b}' for s in SKCONV_STAGES
+                                     for b in ('k3d1', 'k3d2'))
+    for s in SKCONV_STAGES:
+        assert scalars[f'sk/{s}/k3d1'] + scalars[f'sk/{s}/k3d2'] == pytest.approx(1, abs=1e-6)
+        assert 0 < scalars[f'sk/{s}/k3d2'] < 1
 
 
 def test_model_without_sk_and_bad_interval():

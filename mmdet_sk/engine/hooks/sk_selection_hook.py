@@ -17,11 +17,12 @@ class SKSelectionHook(Hook):
     """Log the mean softmax weight of each SK branch, per backbone stage and neck level.
 
     Every ``interval`` training iterations the hook switches ``record_selection`` on for all
-    :class:`SKAttention` modules just before the iteration; after it, each module's selection
-    weights (K, B, C) are averaged over the batch and the channels, then over the modules of
-    the same stage or level, and the results are written with ``runner.visualizer.add_scalars``
-    to every configured vis backend (``vis_data/scalars.json`` of ``LocalVisBackend``;
-    TensorBoard, WandB, ... when enabled), at step ``runner.iter + 1`` like the LoggerHook.
+    SK modules (:class:`SKAttention` blocks and :class:`SKConv` units) just before the
+    iteration; after it, each module's selection weights (K, B, C) are averaged over the batch
+    and the channels, then over the modules of the same stage or level, and the results are
+    written with ``runner.visualizer.add_scalars`` to every configured vis backend
+    (``vis_data/scalars.json`` of ``LocalVisBackend``; TensorBoard, WandB, ... when enabled),
+    at step ``runner.iter + 1`` like the LoggerHook.
     Recording is then switched off and the stored weights are dropped. There is no extra
     forward and no feature map is kept: only the (K, B, C) weights of the one iteration.
 
@@ -55,8 +56,8 @@ class SKSelectionHook(Hook):
         """Find the SK modules of the (unwrapped) model once."""
         self._groups = sk_groups(runner.model)
         if not self._groups:
-            print_log('SKSelectionHook: the model has no SKAttention module; nothing to log',
-                      logger='current', level=30)
+            print_log('SKSelectionHook: the model has no SK module (SKAttention or SKConv); '
+                      'nothing to log', logger='current', level=30)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch: DATA_BATCH = None) -> None:
         """Switch recording on before an iteration that is due."""

@@ -195,14 +195,12 @@ class SKAttention(FuseSelectMixin, BaseModule):
                 act.inplace = True
             self.convs.append(
                 nn.Sequential(OrderedDict([('conv', conv), (norm_name, norm), ('relu', act)])))
-        # fc, the optional fuse_norm/fuse_act, fcs, softmax (shared with SKConv).
+        # fc, the optional fuse_norm/fuse_act, fcs, softmax, and the selection recording
+        # (record_selection, last_selection) read by SKSelectionHook; shared with SKConv.
         self._init_fuse_select('SKAttention', in_channels, self.d, len(kernels), fuse_cfg)
         self.gate = nn.Parameter(torch.zeros(in_channels)) if gate else None
         self._register_load_state_dict_pre_hook(_keep_weights_absent_from_state_dict,
                                                 with_module=True)
-        # Set by SKSelectionHook: keep the last selection weights (K, B, C), not feature maps.
-        self.record_selection = False
-        self.last_selection: Optional[Tensor] = None
 
     def init_weights(self) -> None:
         """Initialise the block on its own terms.
@@ -241,8 +239,7 @@ class SKAttention(FuseSelectMixin, BaseModule):
     def forward(self, x: Tensor) -> Tensor:
         """Select among the branches of ``x``; the output has the shape of ``x``."""
         feats, weights = self.branch_weights(x)
-        if self.record_selection:
-            self.last_selection = weights.detach()
+        self._record(weights)
         # One output map, accumulated in place: no product map per branch.
         out = self._select(feats, weights)
         if self.gate is None:

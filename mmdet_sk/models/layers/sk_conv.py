@@ -76,6 +76,11 @@ class SKConv(FuseSelectMixin, BaseModule):
     trained network computes what it computed; ``s`` gets gradient at the first step and SK's
     other weights from the second. Train ``s`` without weight decay.
 
+    For the analysis tools (:mod:`mmdet_sk.analysis`, :class:`~mmdet_sk.engine.SKSelectionHook`)
+    the unit describes its branches as :class:`SKAttention` does, with ``kernels`` (all
+    ``kernel_size``) and ``dilations`` (``dilation * (i + 1)``), and records its selection
+    weights (K, B, C) in ``last_selection`` while ``record_selection`` is True.
+
     Args:
         in_channels (int): Input channels.
         out_channels (int): Output channels.
@@ -150,6 +155,9 @@ class SKConv(FuseSelectMixin, BaseModule):
         self.reduction = reduction
         self.L = L
         self.d = max(L, out_channels // reduction)
+        # Per branch, as SKAttention's: what the analysis tools read (labels ``k3d1``, ...).
+        self.kernels = (kernel_size, ) * branches
+        self.dilations = tuple(dilation * (i + 1) for i in range(branches))
 
         # Branch 0: the replaced conv, under its names.
         self.weight = nn.Parameter(
@@ -219,7 +227,9 @@ class SKConv(FuseSelectMixin, BaseModule):
                      for y, norm, act in zip(maps, self.norms, self.acts)]
         else:
             feats = [act(norm(y)) for y, norm, act in zip(maps, self.norms, self.acts)]
-        out = self._select(feats, self._selection_weights(feats))
+        weights = self._selection_weights(feats)
+        self._record(weights)
+        out = self._select(feats, weights)
         if self.gate is None:
             return out
         # conv(x) + s * (SK(x) - conv(x)): exactly the conv while s is 0.

@@ -49,8 +49,13 @@ def check_fuse_cfg(owner: str, fuse_cfg: Optional[dict]) -> Optional[dict]:
 class FuseSelectMixin:
     """Fuse (pool, squeeze) and Select (softmax attention over the branches) of an SK unit.
 
-    The unit calls :meth:`_init_fuse_select` in its ``__init__`` and
-    :meth:`_selection_weights` then :meth:`_select` in its forward.
+    The unit calls :meth:`_init_fuse_select` in its ``__init__`` and, in its forward,
+    :meth:`_selection_weights`, :meth:`_record` (for the analysis tools) and :meth:`_select`.
+
+    Recording: while ``record_selection`` is True (set by
+    :class:`~mmdet_sk.engine.SKSelectionHook` and :mod:`mmdet_sk.analysis`), every forward
+    keeps its selection weights, detached, in ``last_selection`` (K, B, C); no feature map is
+    kept. Both attributes are plain attributes, not in the ``state_dict``.
     """
 
     def _init_fuse_select(self, owner: str, channels: int, d: int, num_branches: int,
@@ -81,6 +86,8 @@ class FuseSelectMixin:
                 self.fuse_act = build_activation_layer(fuse_cfg['act_cfg'])
         self.fcs = nn.ModuleList(nn.Linear(d, channels) for _ in range(num_branches))
         self.softmax = nn.Softmax(dim=0)
+        self.record_selection = False
+        self.last_selection: Optional[Tensor] = None
 
     def _default_init(self) -> None:
         """PyTorch's default initialisation for every layer of the unit, the gate at 0.
@@ -114,6 +121,15 @@ class FuseSelectMixin:
             z = self.fuse_act(z)
         logits = torch.stack([fc(z) for fc in self.fcs])
         return self.softmax(logits.float())
+
+    def _record(self, weights: Tensor) -> None:
+        """Keep ``weights`` (K, B, C), detached, in ``last_selection`` if recording is on.
+
+        Args:
+            weights (Tensor): Selection weights from :meth:`_selection_weights`.
+        """
+        if self.record_selection:
+            self.last_selection = weights.detach()
 
     @staticmethod
     def _select(feats: List[Tensor], weights: Tensor) -> Tensor:

@@ -5,6 +5,7 @@ from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
 from mmdet_sk.models.layers._seed_sk import SeedSKAttention as SeedSK
+from sk_test_utils import assert_records_selection
 
 
 def _pair(channels=64, **kwargs):
@@ -85,6 +86,14 @@ def test_selection_weights_are_a_softmax_over_branches():
     assert len(feats) == 3 and w.shape == (3, 2, 32)
     torch.testing.assert_close(w.sum(0), torch.ones(2, 32))
     assert (w > 0).all()
+
+
+def test_recorded_selection_is_that_of_the_forward():
+    m = SKAttention(32, kernels=(1, 3, 5)).eval()
+    x = torch.randn(2, 32, 8, 8)
+    weights, out = assert_records_selection(m, x)
+    torch.testing.assert_close(weights, m.branch_weights(x)[1])
+    assert torch.equal(out, m(x))
 
 
 def test_gradients_reach_every_parameter():

@@ -8,7 +8,7 @@ from torch import nn
 
 from mmdet_sk.models.backbones import PluginResNet
 from mmdet_sk.models.layers import SKConv
-from sk_test_utils import with_running_stats
+from sk_test_utils import assert_records_selection, with_running_stats
 
 
 def _sk_units(model):
@@ -61,6 +61,21 @@ def test_paper_unit_without_gate_is_split_fuse_select():
     z = sk.fc((u1 + u2).mean((2, 3)))
     a = torch.softmax(torch.stack([sk.fcs[0](z), sk.fcs[1](z)]), 0)[..., None, None]
     torch.testing.assert_close(sk(x), a[0] * u1 + a[1] * u2)
+
+
+def test_branch_layout_and_recorded_selection_for_the_analysis_tools():
+    torch.manual_seed(0)
+    sk = SKConv(16, 16, dilation=2, padding=2, branches=3, reduction=4, L=8).eval()
+    with_running_stats(sk)
+    assert sk.kernels == (3, 3, 3) and sk.dilations == (2, 4, 6)
+    assert [c.dilation for c in sk.dilated_convs] == [(4, 4), (6, 6)]
+    x = torch.randn(2, 16, 9, 9)
+    weights, out = assert_records_selection(sk, x)
+    # The weights of the forward's own branch outputs.
+    maps = [sk.conv(x)] + [conv(x) for conv in sk.dilated_convs]
+    feats = [act(norm(y)) for y, norm, act in zip(maps, sk.norms, sk.acts)]
+    torch.testing.assert_close(weights, sk._selection_weights(feats))
+    assert torch.equal(out, sk(x))  # recording changes nothing
 
 
 def test_state_dict_keys():

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := -c requirements-lock.txt
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env lock demo demo-baseline test bench study compat clean-env
+.PHONY: env lock demo demo-baseline test bench study ablation compat clean-env
 
 env: $(VENV)/.installed
 
@@ -39,6 +39,11 @@ test: env
 # The seeded SK study (hours on 2 cores; finished runs are kept and skipped when run again).
 study: env
 	$(BIN)/python tools/analysis_tools/sk_study.py
+
+# Which SK to use: the paired ablation of SK's forms and places (hours; finished runs are kept,
+# a cut-off one resumes). ABLATION_ARGS, e.g. --p-checkpoint work_dirs/faster-rcnn_r18_fpn_shapes/iter_500.pth
+ablation: env
+	$(BIN)/python tools/analysis_tools/sk_ablation.py $(ABLATION_ARGS)
 
 bench: env
 	$(BIN)/python tools/analysis_tools/benchmark_sk.py

@@ -1,5 +1,6 @@
-"""tools/analysis_tools/sk_study.py: the derived configs, the pilot's rule, the verdicts and
-the report, on made-up results (the study itself is hours of training: a tool, not a test)."""
+"""tools/analysis_tools/sk_study.py: the pilot's configs and rule, the verdicts and the report,
+on made-up results (the study itself is hours of training: a tool, not a test). The shared run
+machinery (derived configs, keep-and-skip, resume) is tested in tests/test_analysis."""
 import json
 import os.path as osp
 import sys
@@ -11,22 +12,16 @@ sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__fi
                             'tools', 'analysis_tools'))
 import sk_study  # noqa: E402
 
+from mmdet_sk.analysis.runs import write_config  # noqa: E402
 
-def test_derived_configs(tmp_path):
-    run = dict(name='x', seed=2, iters=80, config=sk_study.SK, gate=False, pilot='c',
-               finetune=True, load_from='P.pth')
-    cfg = Config.fromfile(sk_study.write_config(run, str(tmp_path)))
-    sks = [cfg.model.backbone.plugins[0].cfg, cfg.model.neck.plugin]
-    assert all(sk['type'] == 'SKAttention' and sk['gate'] is False for sk in sks)
-    assert cfg.optim_wrapper.paramwise_cfg.custom_keys['.gate'] == dict(decay_mult=0.0,
-                                                                        lr_mult=10.0)
-    assert cfg.optim_wrapper.optimizer.lr == sk_study.FT_LR
-    assert cfg.param_scheduler[-1]['end'] == 80 and cfg.train_cfg.max_iters == 80
-    assert cfg.randomness.seed == 2 and cfg.load_from == 'P.pth'
-    plain = Config.fromfile(sk_study.write_config(
-        dict(name='y', seed=0, iters=500, config=sk_study.PLAIN), str(tmp_path)))
-    assert plain.optim_wrapper.optimizer.lr == 0.0015 and 'load_from' not in plain or \
-        plain.load_from is None
+
+def test_pilot_configs(tmp_path):
+    run = dict(name='x', seed=2, iters=80, config=sk_study.SK, gate=True, pilot='b',
+               edit=sk_study.pilot_edit('b'), finetune=True, load_from='P.pth')
+    cfg = Config.fromfile(write_config(run, str(tmp_path)))
+    assert cfg.optim_wrapper.paramwise_cfg.custom_keys['.gate'] == dict(decay_mult=0.0)
+    cfg = Config.fromfile(write_config(dict(run, edit=sk_study.pilot_edit('a')), str(tmp_path)))
+    assert '.gate' not in cfg.optim_wrapper.paramwise_cfg.custom_keys
     assert sk_study.gate_keys(Config.fromfile(sk_study.SK)) in sk_study.PILOT_OPTIONS.values()
 
 
@@ -76,21 +71,3 @@ def test_report_from_results(tmp_path, monkeypatch):
     data = json.loads((tmp_path / 'out' / 'sk_study.json').read_text())
     assert data['table']['ft_plain']['values'] == pytest.approx([0.5, 0.51, 0.52])
     assert (tmp_path / 'out' / 'sk_study.png').stat().st_size > 1000
-
-
-def test_finished_runs_are_kept_and_skipped(tmp_path, monkeypatch):
-    config = osp.join(sk_study.ROOT, sk_study.PLAIN)
-    monkeypatch.setattr(sk_study, 'ROOT', str(tmp_path))
-    calls = []
-
-    @sk_study.kept
-    def fake(run, args, work_dir, config):
-        calls.append(config)
-        return dict(metrics=dict(bbox_mAP=0.5), wall_s=1.0, name=run['name'])
-
-    args = type('Args', (), dict(work_dir='study'))
-    run = dict(name='ft_plain_s1', seed=1, iters=10, config=config)
-    first = fake(run, args)
-    assert fake(run, args) == first and len(calls) == 1  # the second call reads result.json
-    assert calls[0] == str(tmp_path / 'study' / 'ft_plain_s1' / 'config.py')
-    assert json.loads((tmp_path / 'study' / 'ft_plain_s1' / 'result.json').read_text()) == first

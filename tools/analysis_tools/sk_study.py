@@ -34,26 +34,24 @@ SK site on the first ``--usage-images`` val images. Outputs: ``--report-dir``/sk
 json,png} and the verdicts, printed and in the Markdown.
 """
 import argparse
-import json
 import os
 import os.path as osp
 import statistics
-import subprocess
 import sys
-import textwrap
-import time
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, ROOT)
+
+from mmdet_sk.analysis.report import md_table, seed_plot, write_json, write_text  # noqa: E402
+from mmdet_sk.analysis.runs import (FT_ITERS, collect, gate_keys, set_gate_keys,  # noqa: E402
+                                    test_run, train_run)
+from mmdet_sk.analysis.stats import fmt, spread_verdict, summary  # noqa: E402
 
 PLAIN = 'configs/demo/faster-rcnn_r18_fpn_shapes.py'
 SK = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
 SEEDS = (0, 1, 2)
 SCRATCH_ITERS = 500
-FT_ITERS = 200
 PILOT_ITERS = 80
-FT_LR = 5e-4
-METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 ARMS = {  # arm -> (label, config, gate)
     'plain': ('plain', PLAIN, None),
     'seedsk': ("SK, the seed's block", SK, False),
@@ -80,188 +78,9 @@ def parse_args():
     return parser.parse_args()
 
 
-# --------------------------------------------------------------------------- configs
-
-
-def finetune_overrides(iters: int) -> dict:
-    """The fine-tuning schedule, the same for every arm: AdamW 5e-4, warm-up, cosine."""
-    return {
-        'optim_wrapper.optimizer.lr': FT_LR,
-        'param_scheduler': [
-            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20),
-            dict(type='CosineAnnealingLR', by_epoch=False, begin=20, end=iters,
-                 eta_min=FT_LR / 10)
-        ],
-    }
-
-
-def set_gate(cfg, gate: bool) -> None:
-    """Set ``gate`` of every SKAttention config in ``cfg.model``."""
-    stack = [cfg.model]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get('type') == 'SKAttention':
-                node['gate'] = gate
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-
-
-def gate_keys(cfg) -> dict:
-    """The ``custom_keys`` entry of ``cfg``'s optimiser for the gate, or None."""
-    keys = ((cfg.optim_wrapper.get('paramwise_cfg') or {}).get('custom_keys') or {})
-    entry = keys.get('.gate')
-    return None if entry is None else dict(entry)
-
-
-def write_config(run: dict, work_dir: str) -> str:
-    """Derive the run's config from its base and write it into the run's folder."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(osp.join(ROOT, run['config']))
-    if run.get('gate') is not None:
-        set_gate(cfg, run['gate'])
-    if run.get('pilot') is not None:
-        keys = dict((cfg.optim_wrapper.get('paramwise_cfg') or {}).get('custom_keys') or {})
-        keys.pop('.gate', None)
-        if PILOT_OPTIONS[run['pilot']] is not None:
-            keys['.gate'] = PILOT_OPTIONS[run['pilot']]
-        cfg.optim_wrapper['paramwise_cfg'] = dict(custom_keys=keys)
-    iters = run.get('iters')
-    if iters:
-        cfg.train_cfg.max_iters = iters
-        cfg.train_cfg.val_interval = iters
-    if run.get('finetune'):
-        cfg.merge_from_dict(finetune_overrides(iters))
-    cfg.randomness = dict(seed=run['seed'])
-    # Losses logged as 10-iteration means (the pilot's rule reads them); one checkpoint kept.
-    cfg.default_hooks.logger.interval = 10
-    cfg.default_hooks.checkpoint.max_keep_ckpts = 1
-    if run.get('load_from'):
-        cfg.load_from = run['load_from']
-    path = osp.join(work_dir, 'config.py')
-    cfg.dump(path)
-    return path
-
-
-# --------------------------------------------------------------------------- running
-
-
-def sh(cmd, log):
-    with open(log, 'a') as f:
-        f.write('+ ' + ' '.join(cmd) + '\n')
-        f.flush()
-        subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
-
-
-def json_lines(path):
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def train_log(work_dir):
-    """The scalars of the newest training run under ``work_dir`` (MMEngine's vis_data)."""
-    runs = sorted(d for d in os.listdir(work_dir)
-                  if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
-    return json_lines(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json'))
-
-
-def metrics_of(record):
-    return {m: record[f'coco/{m}'] for m in METRICS}
-
-
-def sk_usage(config, checkpoint, data_root, num_images):
-    """``||out - x|| / ||x||`` per SK site; None for a model without SK.
-
-    The model is built after seeding as ``tools/test.py`` does, so SK weights that the
-    checkpoint does not have (step 0) are the ones that were evaluated.
-    """
-    from mmdet.apis import init_detector
-    from mmdet.registry import DATASETS
-    from mmengine.config import Config
-    from mmengine.runner import set_random_seed
-
-    from mmdet_sk.analysis import sk_groups, sk_output_change
-    from mmdet_sk.datasets import data_root_options
-    cfg = Config.fromfile(config)
-    cfg.merge_from_dict(dict(opt.split('=', 1) for opt in data_root_options(data_root)))
-    set_random_seed(cfg.randomness.seed)
-    model = init_detector(cfg, checkpoint, device='cpu').eval()
-    if not sk_groups(model):
-        return None
-    dataset = DATASETS.build(cfg.test_dataloader.dataset)
-    return sk_output_change(model, dataset, range(min(num_images, len(dataset))))
-
-
-def kept(fn):
-    """Run ``fn(run, args, work_dir, config)`` for a run once: its ``result.json`` is kept in
-    the run's folder and returned, without running it again, whenever the study restarts."""
-
-    def wrapper(run, args):
-        work_dir = osp.join(ROOT, args.work_dir, run['name'])
-        result_path = osp.join(work_dir, 'result.json')
-        if osp.isfile(result_path):
-            with open(result_path) as f:
-                return json.load(f)
-        os.makedirs(work_dir, exist_ok=True)
-        result = fn(run, args, work_dir, write_config(run, work_dir))
-        with open(result_path, 'w') as f:
-            json.dump(result, f, indent=1)
-        speed = f', {result["s_per_iter"]} s/iter' if result.get('s_per_iter') else ''
-        print(f'    mAP {result["metrics"]["bbox_mAP"]:.3f}, {result["wall_s"]:.0f} s{speed}',
-              flush=True)
-        return result
-
-    return wrapper
-
-
-@kept
-def train_run(run, args, work_dir, config):
-    """Train (with the final validation) one run; its result."""
-    from mmdet_sk.datasets import data_root_options
-    print(f'[{time.strftime("%H:%M:%S")}] {run["name"]}: training {run["iters"]} iterations',
-          flush=True)
-    # A run cut off by the end of a session resumes from its last checkpoint (exactly:
-    # AtomicCheckpointHook keeps the RNG state); its wall time then counts the last part only.
-    resumed = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
-    start = time.time()
-    sh([sys.executable, 'tools/train.py', config, '--work-dir', work_dir] +
-       (['--resume'] if resumed else []) + ['--cfg-options'] +
-       data_root_options(args.data_root), osp.join(work_dir, 'run.log'))
-    wall = time.time() - start
-    log = train_log(work_dir)
-    train = [r for r in log if 'loss' in r]
-    final = [r for r in log if 'coco/bbox_mAP' in r][-1]
-    with open(osp.join(work_dir, 'last_checkpoint')) as f:
-        checkpoint = f.read().strip()
-    result = dict(
-        name=run['name'], arm=run.get('arm'), seed=run['seed'], iters=run['iters'],
-        config=osp.relpath(config, ROOT), wall_s=round(wall, 1),
-        s_per_iter=round(statistics.median(r['time'] for r in train), 3),
-        loss=[(r['iter'], r['loss']) for r in train],
-        metrics=metrics_of(final), checkpoint=osp.relpath(checkpoint, ROOT), resumed=resumed)
-    result['usage'] = sk_usage(config, checkpoint, args.data_root, args.usage_images)
-    return result
-
-
-@kept
-def test_run(run, args, work_dir, config):
-    """Evaluate a checkpoint in a config (no training); its result."""
-    from mmdet_sk.datasets import data_root_options
-    print(f'[{time.strftime("%H:%M:%S")}] {run["name"]}: evaluating', flush=True)
-    start = time.time()
-    sh([sys.executable, 'tools/test.py', config, run['load_from'], '--work-dir', work_dir,
-        '--cfg-options'] + data_root_options(args.data_root), osp.join(work_dir, 'run.log'))
-    stamp = sorted(d for d in os.listdir(work_dir)
-                   if osp.isfile(osp.join(work_dir, d, f'{d}.json')))[-1]
-    with open(osp.join(work_dir, stamp, f'{stamp}.json')) as f:
-        metrics = metrics_of(json.load(f))
-    result = dict(name=run['name'], arm=run.get('arm'), seed=run['seed'], iters=0,
-                  config=osp.relpath(config, ROOT), wall_s=round(time.time() - start, 1),
-                  metrics=metrics,
-                  usage=sk_usage(config, run['load_from'], args.data_root,
-                                 args.usage_images))
-    return result
+def pilot_edit(option: str):
+    """The config edit of pilot option ``option``: its optimiser entry for the gate."""
+    return lambda cfg: set_gate_keys(cfg, PILOT_OPTIONS[option])
 
 
 def mean_usage(result):
@@ -302,7 +121,8 @@ def study(args):
     for option in PILOT_OPTIONS:
         pilots[option] = results[f'pilot_{option}'] = train_run(
             dict(name=f'pilot_{option}', arm='pilot', seed=0, iters=PILOT_ITERS, config=SK,
-                 gate=True, pilot=option, finetune=True, load_from=p_ckpt), args)
+                 gate=True, pilot=option, edit=pilot_edit(option), finetune=True,
+                 load_from=p_ckpt), args)
     choice = choose_pilot(pilots)
     results['pilot_choice'] = dict(option=choice, custom_keys_gate=PILOT_OPTIONS[choice])
     shipped = gate_keys(Config.fromfile(osp.join(ROOT, SK)))
@@ -337,34 +157,7 @@ def study(args):
     return results
 
 
-def collect(args):
-    """Every finished run's result under ``--work-dir``."""
-    results = {}
-    root = osp.join(ROOT, args.work_dir)
-    for name in sorted(os.listdir(root)) if osp.isdir(root) else []:
-        path = osp.join(root, name, 'result.json')
-        if osp.isfile(path):
-            with open(path) as f:
-                results[name] = json.load(f)
-    return results
-
-
 # --------------------------------------------------------------------------- report
-
-
-def summary(values):
-    if not values:
-        return None
-    return dict(mean=statistics.mean(values),
-                std=statistics.stdev(values) if len(values) > 1 else 0.0, n=len(values),
-                values=values)
-
-
-def fmt(stats, digits=3):
-    if stats is None:
-        return 'not run yet'
-    seeds = ', '.join(f'{v:.{digits}f}' for v in stats['values'])
-    return f'{stats["mean"]:.{digits}f} ± {stats["std"]:.{digits}f} ({seeds})'
 
 
 def arm_runs(results, arm):
@@ -382,18 +175,13 @@ def verdicts(table):
 
     def compare(a, b, what):
         sa, sb = table.get(a), table.get(b)
-        if not sa or not sb or sa['n'] < 3 or sb['n'] < 3:
+        verdict = spread_verdict(sa, sb)
+        if verdict is None:
             lines.append(f'{what}: not all seeds have run yet')
             return
-        diff = sa['mean'] - sb['mean']
         spread = max(sa['std'], sb['std'], 0.005)
-        if abs(diff) <= spread:
-            verdict = 'no difference beyond the seed spread'
-        else:
-            verdict = 'higher' if diff > 0 else 'lower'
-            verdict = f'{verdict} by more than the seed spread'
         lines.append(f'{what}: {sa["mean"]:.3f} vs {sb["mean"]:.3f} mAP (difference '
-                     f'{diff:+.3f}, spread {spread:.3f}): {verdict}')
+                     f'{sa["mean"] - sb["mean"]:+.3f}, spread {spread:.3f}): {verdict}')
 
     compare('ft_safesk', 'ft_plain', 'Fine-tuned, gated SK vs plain')
     compare('ft_seedsk', 'ft_plain', "Fine-tuned, the seed's SK block vs plain")
@@ -403,10 +191,6 @@ def verdicts(table):
 
 
 def report(results, args):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
     table = {}
     for arm in ('step0_plain', 'step0_seedsk', 'step0_safesk', 'ft_plain', 'ft_seedsk',
                 'ft_safesk', 'scratch_plain', 'scratch_sk'):
@@ -487,29 +271,15 @@ def report(results, args):
                 cells.append(cell)
             md.append(f'| {site} | ' + ' | '.join(cells) + ' |')
     md += ['', 'Verdicts:', ''] + [f'- {line}' for line in lines]
-    os.makedirs(osp.join(ROOT, args.report_dir), exist_ok=True)
     base = osp.join(ROOT, args.report_dir, 'sk_study')
-    with open(base + '.md', 'w') as f:
-        f.write('\n'.join(md) + '\n')
-    with open(base + '.json', 'w') as f:
-        json.dump(dict(table=table, verdicts=lines,
-                       runs={k: {kk: vv for kk, vv in v.items() if kk != 'loss'}
-                             for k, v in results.items() if isinstance(v, dict)
-                             and 'metrics' in v}), f, indent=1)
-    shown = [a for a in names if table.get(a)]
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    for i, arm in enumerate(shown):
-        stats = table[arm]
-        ax.errorbar(i, stats['mean'], yerr=stats['std'], fmt='o', capsize=6, color='C0')
-        ax.scatter([i] * len(stats['values']), stats['values'], marker='x', color='C1',
-                   zorder=3)
-    ax.set_xticks(range(len(shown)))
-    ax.set_xticklabels([textwrap.fill(names[a], 16) for a in shown], fontsize=7)
-    ax.set_ylabel('COCO bbox mAP (200 val images)')
-    ax.set_title('SK study on the demo set: mean ± std over seeds (x: each seed)')
-    ax.grid(axis='y', alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(base + '.png', dpi=120)
+    write_text(base + '.md', md)
+    write_json(base + '.json', dict(
+        table=table, verdicts=lines,
+        runs={k: {kk: vv for kk, vv in v.items() if kk != 'loss'}
+              for k, v in results.items() if isinstance(v, dict) and 'metrics' in v}))
+    seed_plot(base + '.png', [('', 'COCO bbox mAP (200 val images)',
+                               [(names[a], table.get(a)) for a in names])],
+              'SK study on the demo set: mean ± std over seeds (x: each seed)')
     print('\n'.join(md))
     print(f'\nwritten: {base}.md, {base}.json, {base}.png')
 
@@ -518,7 +288,7 @@ def main():
     args = parse_args()
     if not args.report:
         study(args)
-    report(collect(args), args)
+    report(collect(args.work_dir), args)
 
 
 if __name__ == '__main__':

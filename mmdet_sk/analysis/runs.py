@@ -1,0 +1,262 @@
+# Copyright (c) mmdet-sk contributors. All rights reserved.
+"""Runs of the seeded experiments (the SK study and the SK ablation): derive, train, keep.
+
+Every run is ``tools/train.py`` or ``tools/test.py`` of this repository on a config derived
+from a demo config and written beside the run's results, so each number can be reproduced by
+hand. A run is a dict: ``name`` (its folder under the experiment's work dir), ``config`` (the
+base config, relative to the repository), ``seed`` and, as needed, ``iters``, ``finetune``
+(the fine-tuning recipe below), ``gate`` (set on every SK module), ``load_from``, ``edit``
+(a function that changes the config further) and any labels the experiment keeps (``arm``).
+
+A finished run leaves ``result.json`` in its folder and is never run again (:func:`kept`); a
+training cut off by the end of a session resumes from its last checkpoint.
+"""
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, List, Optional
+
+#: The repository (its tools/ run the experiments).
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+#: The fine-tuning recipe shared by the study and the ablation: from the trained plain demo
+#: detector, 200 iterations (two epochs of the 800 training images), AdamW lr 5e-4, 20
+#: iterations of linear warm-up, cosine to lr / 10.
+FT_ITERS = 200
+FT_LR = 5e-4
+FT_WARMUP = 20
+
+METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
+SK_TYPES = ('SKAttention', 'SKConv')
+
+
+def finetune_overrides(iters: int, lr: float = FT_LR) -> dict:
+    """The fine-tuning schedule (the same for every arm) as ``cfg.merge_from_dict`` options."""
+    return {
+        'optim_wrapper.optimizer.lr': lr,
+        'param_scheduler': [
+            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=FT_WARMUP),
+            dict(type='CosineAnnealingLR', by_epoch=False, begin=FT_WARMUP, end=iters,
+                 eta_min=lr / 10)
+        ],
+    }
+
+
+def set_sk_option(cfg, key: str, value) -> int:
+    """Set ``key`` of every SK module config (SKAttention, SKConv) in ``cfg.model``.
+
+    Returns:
+        int: How many SK configs were changed (0 for a model without SK).
+    """
+    count = 0
+    stack = [cfg.model]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get('type') in SK_TYPES:
+                node[key] = value
+                count += 1
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return count
+
+
+def gate_keys(cfg) -> Optional[dict]:
+    """The ``custom_keys`` entry of ``cfg``'s optimiser for the gate, or None."""
+    keys = ((cfg.optim_wrapper.get('paramwise_cfg') or {}).get('custom_keys') or {})
+    entry = keys.get('.gate')
+    return None if entry is None else dict(entry)
+
+
+def set_gate_keys(cfg, entry: Optional[dict]) -> None:
+    """Replace the optimiser's ``custom_keys['.gate']`` entry (None: no entry)."""
+    keys = dict((cfg.optim_wrapper.get('paramwise_cfg') or {}).get('custom_keys') or {})
+    keys.pop('.gate', None)
+    if entry is not None:
+        keys['.gate'] = dict(entry)
+    cfg.optim_wrapper['paramwise_cfg'] = dict(custom_keys=keys)
+
+
+def write_config(run: dict, work_dir: str) -> str:
+    """Derive the run's config from its base and write it into ``work_dir``; its path."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(osp.join(ROOT, run['config']))
+    if run.get('gate') is not None:
+        set_sk_option(cfg, 'gate', run['gate'])
+    if run.get('edit') is not None:
+        run['edit'](cfg)
+    iters = run.get('iters')
+    if iters:
+        cfg.train_cfg.max_iters = iters
+        cfg.train_cfg.val_interval = iters
+    if run.get('finetune'):
+        cfg.merge_from_dict(finetune_overrides(iters))
+    cfg.randomness = dict(seed=run['seed'])
+    # Losses logged as 10-iteration means; one checkpoint kept.
+    cfg.default_hooks.logger.interval = 10
+    cfg.default_hooks.checkpoint.max_keep_ckpts = 1
+    if run.get('load_from'):
+        cfg.load_from = run['load_from']
+    path = osp.join(work_dir, 'config.py')
+    cfg.dump(path)
+    return path
+
+
+def sh(cmd: List[str], log: str) -> None:
+    """Run ``cmd`` in the repository, its output appended to ``log``; raise if it fails."""
+    with open(log, 'a') as f:
+        f.write('+ ' + ' '.join(cmd) + '\n')
+        f.flush()
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+
+
+def json_lines(path: str) -> List[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def train_log(work_dir: str) -> List[dict]:
+    """The scalars of the newest training under ``work_dir`` (MMEngine's vis_data)."""
+    runs = sorted(d for d in os.listdir(work_dir)
+                  if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
+    return json_lines(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json'))
+
+
+def metrics_of(record: dict) -> dict:
+    """The COCO bbox metrics of a log record or a ``tools/test.py`` result."""
+    return {m: record[f'coco/{m}'] for m in METRICS}
+
+
+def sk_usage(config: str, checkpoint: str, data_root: str, num_images: int) -> Optional[dict]:
+    """How far each SK site moves what it replaces, per site; None for a model without SK.
+
+    See :func:`mmdet_sk.analysis.sk_output_change`. The model is built after seeding as
+    ``tools/test.py`` does, so SK weights that the checkpoint does not have are the ones
+    that were evaluated.
+    """
+    from mmdet.apis import init_detector
+    from mmdet.registry import DATASETS
+    from mmengine.config import Config
+    from mmengine.runner import set_random_seed
+
+    from mmdet_sk.analysis import sk_groups, sk_output_change
+    from mmdet_sk.datasets import data_root_options
+    cfg = Config.fromfile(config)
+    cfg.merge_from_dict(dict(opt.split('=', 1) for opt in data_root_options(data_root)))
+    set_random_seed(cfg.randomness.seed)
+    model = init_detector(cfg, checkpoint, device='cpu').eval()
+    if not sk_groups(model):
+        return None
+    dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    return sk_output_change(model, dataset, range(min(num_images, len(dataset))))
+
+
+def stored(run: dict) -> dict:
+    """The JSON-able fields of a run (its ``edit`` function left out)."""
+    return {k: v for k, v in run.items() if not callable(v)}
+
+
+def kept(fn: Callable) -> Callable:
+    """Run ``fn(run, args, work_dir, config)`` once per run.
+
+    The wrapper takes ``(run, args)``; ``args.work_dir`` is the experiment's folder (relative
+    to the repository). The result is written to ``<work_dir>/<run name>/result.json`` and,
+    whenever the experiment starts again, read from there instead of running again.
+    """
+
+    def wrapper(run: dict, args) -> dict:
+        work_dir = osp.join(ROOT, args.work_dir, run['name'])
+        result_path = osp.join(work_dir, 'result.json')
+        if osp.isfile(result_path):
+            with open(result_path) as f:
+                return json.load(f)
+        os.makedirs(work_dir, exist_ok=True)
+        result = fn(run, args, work_dir, write_config(run, work_dir))
+        tmp = result_path + '.tmp'
+        with open(tmp, 'w') as f:
+            json.dump(result, f, indent=1)
+        os.replace(tmp, result_path)  # a result is there whole or not at all
+        if 'metrics' in result:
+            speed = f', {result["s_per_iter"]} s/iter' if result.get('s_per_iter') else ''
+            print(f'    mAP {result["metrics"]["bbox_mAP"]:.3f}, {result["wall_s"]:.0f} s'
+                  f'{speed}', flush=True)
+        return result
+
+    return wrapper
+
+
+def _stamp() -> str:
+    return time.strftime('%H:%M:%S')
+
+
+@kept
+def train_run(run: dict, args, work_dir: str, config: str) -> dict:
+    """Train one run (with the final validation); its result.
+
+    ``args`` needs ``work_dir``, ``data_root`` and ``usage_images`` (0: no SK use measured).
+    """
+    from mmdet_sk.datasets import data_root_options
+    print(f'[{_stamp()}] {run["name"]}: training {run["iters"]} iterations', flush=True)
+    # A run cut off by the end of a session resumes from its last checkpoint (exactly:
+    # AtomicCheckpointHook keeps the RNG state); its wall time then counts the last part only.
+    resumed = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
+    start = time.time()
+    sh([sys.executable, 'tools/train.py', config, '--work-dir', work_dir] +
+       (['--resume'] if resumed else []) + ['--cfg-options'] +
+       data_root_options(args.data_root), osp.join(work_dir, 'run.log'))
+    wall = time.time() - start
+    log = train_log(work_dir)
+    train = [r for r in log if 'loss' in r]
+    final = [r for r in log if 'coco/bbox_mAP' in r][-1]
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    result = dict(stored(run), config=osp.relpath(config, ROOT), wall_s=round(wall, 1),
+                  s_per_iter=round(statistics.median(r['time'] for r in train), 3),
+                  loss=[(r['iter'], r['loss']) for r in train], metrics=metrics_of(final),
+                  checkpoint=osp.relpath(checkpoint, ROOT), resumed=resumed,
+                  base_config=run['config'])
+    if args.usage_images:
+        result['usage'] = sk_usage(config, checkpoint, args.data_root, args.usage_images)
+    return result
+
+
+def last_test_metrics(work_dir: str) -> dict:
+    """The metrics of the newest ``tools/test.py`` run under ``work_dir``."""
+    stamp = sorted(d for d in os.listdir(work_dir)
+                   if osp.isfile(osp.join(work_dir, d, f'{d}.json')))[-1]
+    with open(osp.join(work_dir, stamp, f'{stamp}.json')) as f:
+        return metrics_of(json.load(f))
+
+
+@kept
+def test_run(run: dict, args, work_dir: str, config: str) -> dict:
+    """Evaluate the checkpoint ``run['load_from']`` in the run's config; its result."""
+    from mmdet_sk.datasets import data_root_options
+    print(f'[{_stamp()}] {run["name"]}: evaluating', flush=True)
+    start = time.time()
+    sh([sys.executable, 'tools/test.py', config, run['load_from'], '--work-dir', work_dir,
+        '--cfg-options'] + data_root_options(args.data_root), osp.join(work_dir, 'run.log'))
+    result = dict(stored(run), iters=0, config=osp.relpath(config, ROOT),
+                  wall_s=round(time.time() - start, 1), metrics=last_test_metrics(work_dir),
+                  base_config=run['config'])
+    if args.usage_images:
+        result['usage'] = sk_usage(config, run['load_from'], args.data_root,
+                                   args.usage_images)
+    return result
+
+
+def collect(work_dir: str) -> dict:
+    """Every finished run's result under ``work_dir`` (relative to the repository)."""
+    results = {}
+    root = osp.join(ROOT, work_dir)
+    for name in sorted(os.listdir(root)) if osp.isdir(root) else []:
+        path = osp.join(root, name, 'result.json')
+        if osp.isfile(path):
+            with open(path) as f:
+                results[name] = json.load(f)
+    return results

@@ -1,0 +1,92 @@
+"""mmdet_sk.analysis.runs: derived configs, keep-and-skip, and resume of cut-off runs."""
+import json
+import os.path as osp
+
+from mmengine.config import Config
+
+from mmdet_sk.analysis import runs
+
+SK = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
+SKCONV = 'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py'
+PLAIN = 'configs/demo/faster-rcnn_r18_fpn_shapes.py'
+REPO = runs.ROOT
+
+
+def test_derived_config(tmp_path):
+    edited = []
+    run = dict(name='x', seed=2, iters=80, config=SK, gate=False, finetune=True,
+               load_from='P.pth', edit=lambda cfg: edited.append(cfg.model.neck.type))
+    cfg = Config.fromfile(runs.write_config(run, str(tmp_path)))
+    sks = [cfg.model.backbone.plugins[0].cfg, cfg.model.neck.plugin]
+    assert all(sk['type'] == 'SKAttention' and sk['gate'] is False for sk in sks)
+    assert edited == ['PluginNeck']
+    assert cfg.optim_wrapper.optimizer.lr == runs.FT_LR
+    assert cfg.param_scheduler[0]['end'] == runs.FT_WARMUP
+    assert cfg.param_scheduler[-1]['end'] == 80 and cfg.train_cfg.max_iters == 80
+    assert cfg.train_cfg.val_interval == 80
+    assert cfg.randomness.seed == 2 and cfg.load_from == 'P.pth'
+    plain = Config.fromfile(runs.write_config(dict(name='y', seed=0, iters=500, config=PLAIN),
+                                              str(tmp_path)))
+    assert plain.optim_wrapper.optimizer.lr == 0.0015 and plain.get('load_from') is None
+
+
+def test_sk_options_reach_skconv_and_the_gate_entry(tmp_path):
+    cfg = Config.fromfile(osp.join(runs.ROOT, SKCONV))
+    assert runs.set_sk_option(cfg, 'fuse_cfg', None) == 1 and cfg.model.backbone.dcn.fuse_cfg is None
+    assert runs.set_sk_option(Config.fromfile(osp.join(runs.ROOT, PLAIN)), 'gate', True) == 0
+    assert runs.gate_keys(cfg) == dict(decay_mult=0.0, lr_mult=10.0)
+    runs.set_gate_keys(cfg, dict(decay_mult=0.0))
+    assert runs.gate_keys(cfg) == dict(decay_mult=0.0)
+    runs.set_gate_keys(cfg, None)
+    assert runs.gate_keys(cfg) is None
+
+
+def test_finished_runs_are_kept_and_skipped(tmp_path, monkeypatch):
+    config = osp.join(runs.ROOT, PLAIN)
+    monkeypatch.setattr(runs, 'ROOT', str(tmp_path))
+    calls = []
+
+    @runs.kept
+    def fake(run, args, work_dir, config):
+        calls.append(config)
+        return dict(runs.stored(run), metrics=dict(bbox_mAP=0.5), wall_s=1.0)
+
+    args = type('Args', (), dict(work_dir='study'))
+    run = dict(name='ft_plain_s1', seed=1, iters=10, config=config, edit=lambda cfg: None)
+    first = fake(run, args)
+    assert 'edit' not in first and first['seed'] == 1
+    assert fake(run, args) == first and len(calls) == 1  # the second call reads result.json
+    assert calls[0] == str(tmp_path / 'study' / 'ft_plain_s1' / 'config.py')
+    assert json.loads((tmp_path / 'study' / 'ft_plain_s1' / 'result.json').read_text()) == first
+    assert runs.collect('study') == {'ft_plain_s1': first}
+    assert not (tmp_path / 'study' / 'ft_plain_s1' / 'result.json.tmp').exists()
+
+
+def test_a_cut_off_training_resumes(tmp_path, monkeypatch):
+    """A run folder with ``last_checkpoint`` but no result: train.py gets ``--resume``."""
+    monkeypatch.setattr(runs, 'ROOT', str(tmp_path))
+    work_dir = tmp_path / 'exp' / 'ft_plain_s0'
+    work_dir.mkdir(parents=True)
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_100.pth'))
+    (tmp_path / 'configs').mkdir()
+    with open(osp.join(REPO, PLAIN)) as f:  # its _base_ is an mmdet:: config
+        (tmp_path / 'configs' / 'c.py').write_text(f.read())
+    commands = []
+
+    def fake_sh(cmd, log):
+        commands.append(cmd)
+        vis = work_dir / '20260101_000000' / 'vis_data'
+        vis.mkdir(parents=True)
+        records = [dict(iter=i, loss=1.0 / i, time=2.0) for i in (110, 120)]
+        records.append({f'coco/{m}': 0.4 for m in runs.METRICS})
+        (vis / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in records))
+        (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_120.pth'))
+
+    monkeypatch.setattr(runs, 'sh', fake_sh)
+    args = type('Args', (), dict(work_dir='exp', data_root='data/x', usage_images=0))
+    result = runs.train_run(dict(name='ft_plain_s0', seed=0, iters=120, config='configs/c.py'),
+                            args)
+    assert '--resume' in commands[0] and result['resumed']
+    assert result['metrics']['bbox_mAP'] == 0.4 and result['s_per_iter'] == 2.0
+    assert result['checkpoint'] == osp.join('exp', 'ft_plain_s0', 'iter_120.pth')
+    assert 'usage' not in result

@@ -1,8 +1,8 @@
 # Faster R-CNN, ResNeXt-50 32x4d whose grouped 3x3 conv2 in stages c3-c5 is an SK unit
 # (SKConv: SKNet's M=2, G=32 from the slot, r=16, L=32, Fuse fc-LN-ReLU), through ResNeXt's
 # dcn/stage_with_dcn slot: the ImageNet ResNeXt-50 loads whole, and with gate=True each unit
-# starts as exactly the trained conv.
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+# starts as exactly the trained conv. The base is the same detector without SK.
+_base_ = './faster_rcnn_x50_fpn.py'
 
 custom_imports = dict(imports=['mmdet_sk'], allow_failed_imports=False)
 
@@ -11,12 +11,8 @@ model = dict(
     # norm_eval=True (mmdet's ResNeXt would freeze them at their initial statistics).
     backbone=dict(
         type='PluginResNeXt',
-        depth=50,
-        groups=32,
-        base_width=4,
         dcn=dict(type='SKConv', branches=2, reduction=16, L=32, fuse_cfg=dict(), gate=True),
-        stage_with_dcn=(False, True, True, True),
-        init_cfg=dict(type='Pretrained', checkpoint='open-mmlab://resnext50_32x4d')))
+        stage_with_dcn=(False, True, True, True)))
 
 # The gates start at 0 and must move for SK to be used (see configs/faster_rcnn_r50_sk_fpn.py).
 optim_wrapper = dict(

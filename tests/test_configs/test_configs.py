@@ -22,6 +22,7 @@ EXPECTED_SK = {
     'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py': (2 + 2 + 2, 4),
     'configs/demo/faster-rcnn_r18_fpn_shapes.py': (0, 0),
     'configs/faster_rcnn_r50_skconv_fpn.py': (4 + 6 + 3, 0),
+    'configs/faster_rcnn_x50_fpn.py': (0, 0),
     'configs/faster_rcnn_x50_skconv_fpn.py': (4 + 6 + 3, 0),
     'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py': (2 + 2 + 2, 0),
 }
@@ -73,3 +74,41 @@ def test_demo_classes_match_generator():
     for config in CONFIGS:
         if 'shapes' in config:
             assert tuple(Config.fromfile(osp.join(REPO, config)).classes) == CLASSES
+
+
+def _mim_config(config):
+    if config.startswith('mmdet::'):
+        import mmdet
+        return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', config[len('mmdet::'):])
+    return osp.join(REPO, config)
+
+
+# (SKConv config, its baseline in tools/analysis_tools/benchmark_detector.py, the baseline's
+# backbone type): the pair's models differ by the backbone's SKConv slot alone.
+SKCONV_PAIRS = [
+    ('configs/faster_rcnn_r50_skconv_fpn.py', 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
+     'ResNet'),
+    ('configs/faster_rcnn_x50_skconv_fpn.py', 'configs/faster_rcnn_x50_fpn.py', 'ResNeXt'),
+    ('configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py',
+     'configs/demo/faster-rcnn_r18_fpn_shapes.py', 'PluginResNet'),
+]
+
+
+def _unscoped(cfg):
+    """``cfg`` without the ``_scope_`` keys a config based on ``mmdet::`` gets."""
+    if isinstance(cfg, dict):
+        return {k: _unscoped(v) for k, v in cfg.items() if k != '_scope_'}
+    return cfg
+
+
+@pytest.mark.parametrize('config, base, base_type', SKCONV_PAIRS)
+def test_skconv_config_differs_from_its_baseline_by_sk_only(config, base, base_type):
+    sk = _unscoped(Config.fromfile(osp.join(REPO, config)).model.to_dict())
+    plain = _unscoped(Config.fromfile(_mim_config(base)).model.to_dict())
+    sk_backbone, plain_backbone = sk.pop('backbone'), plain.pop('backbone')
+    assert sk == plain
+    assert plain_backbone.pop('type') == base_type
+    assert sk_backbone.pop('type') == 'Plugin' + base_type.replace('Plugin', '')
+    assert sk_backbone.pop('dcn')['type'] == 'SKConv'
+    assert sk_backbone.pop('stage_with_dcn') == (False, True, True, True)
+    assert sk_backbone == plain_backbone

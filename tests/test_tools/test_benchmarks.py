@@ -5,6 +5,8 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
@@ -16,6 +18,23 @@ def _run(tool, *args):
     return proc.stdout
 
 
+SKCONV_HEADER = 'slot      input BxCxHxW    s   g  mode      conv ms    SK ms SK/conv no gate ms'
+
+
+def _check_skconv_rows(rows, nets):
+    assert len(rows) == len(nets) * 2 * 3  # (stride 1, 2) x modes
+    assert {(r['net'], r['stride'], r['mode']) for r in rows} == {
+        (n, s, m) for n in nets for s in (1, 2) for m in ('fwd', 'fwd+bwd', 'infer')}
+    for row in rows:
+        assert row['groups'] == {'r50': 1, 'x50': 32}[row['net']]
+        assert set(row['ms']) == {'conv', 'SK', 'nogate'} | (
+            {'fold'} if row['mode'] == 'infer' else set())
+        assert all(ms > 0 for ms in row['ms'].values())
+        assert set(row['peak_mb']) == {'conv', 'SK'}
+        # SKConv keeps more than the conv it replaces (two branches, their norms).
+        assert row['peak_mb']['SK'] > row['peak_mb']['conv'] > 0
+
+
 def test_benchmark_sk_quick(tmp_path):
     out = _run('tools/analysis_tools/benchmark_sk.py', '--json', str(tmp_path / 'sk.json'))
     assert 'cpu: torch' in out and '1 threads' in out
@@ -25,13 +44,66 @@ def test_benchmark_sk_quick(tmp_path):
             assert any(line.startswith(preset) and f' {mode} ' in line
                        for line in out.splitlines()), (preset, mode)
     assert 'targets:' in out and 'seed/fold inference' in out
-    rows = json.loads((tmp_path / 'sk.json').read_text())['rows']
+    result = json.loads((tmp_path / 'sk.json').read_text())
+    rows = result['rows']
     assert len(rows) == 3 * 2 * 3
     for row in rows:
         assert set(row['ms']) == {'seed', 'ours', 'fold', 'branch', 'convs', 'GC'} - (
             set() if row['mode'] == 'infer' else {'fold'})
         assert all(ms > 0 for ms in row['ms'].values())
         assert all(mb > 0 for mb in row['peak_mb'].values())
+    # SKConv against the conv it replaces, ResNet-50 and ResNeXt-50 slots.
+    assert SKCONV_HEADER in out
+    assert 'SKConv costs:' in out and 'SK/conv, x50' in out and 'SK/no gate' in out
+    for net in ('r50 ', 'x50 '):
+        assert sum(line.startswith(net) for line in out.splitlines()) == 2 * 3, net
+    _check_skconv_rows(result['skconv']['rows'], ('r50', 'x50'))
+    assert result['skconv']['skipped'] == []
+
+
+def test_benchmark_sk_skconv_only(tmp_path):
+    out = _run('tools/analysis_tools/benchmark_sk.py', '--skconv-only', '--nets', 'x50',
+               '--json', str(tmp_path / 'sk.json'))
+    assert 'targets:' not in out and 'seed ms' not in out and SKCONV_HEADER in out
+    result = json.loads((tmp_path / 'sk.json').read_text())
+    assert result['rows'] == [] and result['meta']['nets'] == {'x50': [32, [256, 512, 1024]]}
+    _check_skconv_rows(result['skconv']['rows'], ('x50', ))
+
+
+def test_skconv_slots_are_resnet_conv2_shapes():
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import benchmark_sk
+    slots = {(s['net'], s['stage'], s['stride'], s['shape'][0]): s['shape']
+             for s in benchmark_sk.skconv_slots()}
+    assert len(slots) == 2 * 3 * 2 * 2
+    # ResNet-50 on 800x1344: c2 200x336 feeds c3's first conv2 (stride 2), c3 is 100x168.
+    assert slots['r50', 'c3', 2, 1] == [1, 128, 200, 336]
+    assert slots['r50', 'c3', 1, 2] == [2, 128, 100, 168]
+    assert slots['r50', 'c5', 2, 1] == [1, 512, 50, 84]
+    assert slots['x50', 'c4', 1, 1] == [1, 512, 50, 84]
+    assert slots['x50', 'c5', 1, 2] == [2, 1024, 25, 42]
+
+
+@pytest.mark.parametrize('gate, bias', [(True, False), (False, False), (False, True)])
+def test_fold_skconv_matches_the_unit(gate, bias):
+    import torch
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import benchmark_sk
+    from mmdet_sk.models.layers import SKConv
+    torch.manual_seed(0)
+    unit = SKConv(64, 64, 3, 2, 1, groups=32, bias=bias, gate=gate, fuse_cfg=dict())
+    benchmark_sk._randomise_bns(unit)
+    if gate:
+        torch.nn.init.uniform_(unit.gate, 0.2, 0.8)
+    unit.eval()
+    x = torch.randn(2, 64, 9, 11)
+    with torch.no_grad():
+        ref = unit(x)
+        fold = benchmark_sk.fold_skconv(unit)
+        out = fold(x)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    kept = [isinstance(n, torch.nn.BatchNorm2d) for n in fold.norms]
+    assert kept == [gate, False]  # the gated unit keeps branch 0's norm
 
 
 def test_benchmark_detector_quick(tmp_path):
@@ -39,13 +111,34 @@ def test_benchmark_detector_quick(tmp_path):
                str(tmp_path / 'det.json'))
     assert 'input (1, 3, 128, 128)' in out
     assert 'params M  /base GFLOPs all  /base GFLOPs b+n' in out
-    for name in ('faster-rcnn r50 ', 'faster-rcnn r50 SK', 'faster-rcnn r50 GCNet', 'yolox-s ',
-                 'yolox-s SK'):
+    assert '(demo configs: (1, 3, 192, 192))' in out
+    names = ('faster-rcnn r50 ', 'faster-rcnn r50 SK ', 'faster-rcnn r50 SKConv',
+             'faster-rcnn r50 GCNet', 'faster-rcnn x50 ', 'faster-rcnn x50 SKConv', 'yolox-s ',
+             'yolox-s SK', 'demo r18 ', 'demo r18 SK ', 'demo r18 SKConv')
+    for name in names:
         assert any(line.startswith(name) for line in out.splitlines()), name
     models = json.loads((tmp_path / 'det.json').read_text())['models']
+    assert len(models) == len(names)
     by_name = {m['name']: m for m in models}
     # SK adds parameters and FLOPs to its baseline; two-stage models see the same RoI count.
-    assert by_name['faster-rcnn r50 SK']['params'] > by_name['faster-rcnn r50']['params']
-    assert by_name['yolox-s SK']['flops_bn'] > by_name['yolox-s']['flops_bn']
-    assert by_name['faster-rcnn r50 SK']['rois'] == by_name['faster-rcnn r50']['rois'] == 1000
+    for sk, base in (('faster-rcnn r50 SK', 'faster-rcnn r50'),
+                     ('faster-rcnn r50 SKConv', 'faster-rcnn r50'),
+                     ('faster-rcnn x50 SKConv', 'faster-rcnn x50'), ('yolox-s SK', 'yolox-s'),
+                     ('demo r18 SK', 'demo r18'), ('demo r18 SKConv', 'demo r18')):
+        assert by_name[sk]['baseline'] == base
+        assert by_name[sk]['input'] == by_name[base]['input']
+        assert by_name[sk]['params'] > by_name[base]['params'], sk
+        assert by_name[sk]['flops_bn'] > by_name[base]['flops_bn'], sk
+        assert by_name[sk]['rois'] == by_name[base]['rois'], sk
+    assert by_name['faster-rcnn r50 SK']['rois'] == by_name['faster-rcnn x50']['rois'] == 1000
+    assert by_name['demo r18']['input'] == [192, 192] and by_name['demo r18']['rois'] == 100
+    assert by_name['faster-rcnn r50']['input'] == [128, 128]
     assert all(m['infer_ms'] > 0 and m['train_ms'] > 0 for m in models)
+
+
+def test_benchmark_detector_selects_models_with_their_baselines():
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import benchmark_detector
+    names = [m[0] for m in benchmark_detector.selected(['faster-rcnn x50 SKConv', 'demo r18'])]
+    assert names == ['faster-rcnn x50', 'faster-rcnn x50 SKConv', 'demo r18']
+    assert benchmark_detector.selected() == benchmark_detector.MODELS

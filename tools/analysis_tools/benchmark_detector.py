@@ -1,13 +1,16 @@
 #!/usr/bin/env python
 """Cost of the SK detectors against their MMDetection baselines: params, FLOPs, CPU latency.
 
-    python tools/analysis_tools/benchmark_detector.py               # 512 x 512, < 5 min on 2 cores
+    python tools/analysis_tools/benchmark_detector.py               # 512 x 512, < 10 min on 2 cores
     python tools/analysis_tools/benchmark_detector.py --shape 800 1333 --repeats 3
+    python tools/analysis_tools/benchmark_detector.py --models 'faster-rcnn x50 SKConv'
     python tools/analysis_tools/benchmark_detector.py --quick       # tiny input (for tests)
 
 Every model is built from its config (``init_cfg`` of the backbone set to None: nothing is
 downloaded, then ``init_weights()``) and measured in one process, on one random (1, 3, H, W)
-input padded to the preprocessor's divisor:
+input padded to the preprocessor's divisor (the demo configs on their own 192 x 192, the scale
+they train and test at, whatever ``--shape``); ``--models`` measures some models only, each with
+its baseline:
 
 * params, and FLOPs of the whole detector in ``mode='tensor'`` from
   ``tools/analysis_tools/get_flops.py`` (MMEngine's counter: one multiply-add = 1 FLOP,
@@ -45,13 +48,23 @@ from benchmark_sk import interleaved  # noqa: E402
 from get_flops import model_complexity  # noqa: E402
 
 GCNET = 'mmdet::gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'
-# (name, config, name of its baseline or None)
+DEMO_SHAPE = (192, 192)  # the demo configs' Resize scale
+# (name, config, name of its baseline or None, input (H, W) or None for --shape)
 MODELS = [
-    ('faster-rcnn r50', 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', None),
-    ('faster-rcnn r50 SK', 'configs/faster_rcnn_r50_sk_fpn.py', 'faster-rcnn r50'),
-    ('faster-rcnn r50 GCNet', GCNET, 'faster-rcnn r50'),
-    ('yolox-s', 'mmdet::yolox/yolox_s_8xb8-300e_coco.py', None),
-    ('yolox-s SK', 'configs/yolox_s_sk_8xb8-300e_coco.py', 'yolox-s'),
+    ('faster-rcnn r50', 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', None, None),
+    ('faster-rcnn r50 SK', 'configs/faster_rcnn_r50_sk_fpn.py', 'faster-rcnn r50', None),
+    ('faster-rcnn r50 SKConv', 'configs/faster_rcnn_r50_skconv_fpn.py', 'faster-rcnn r50', None),
+    ('faster-rcnn r50 GCNet', GCNET, 'faster-rcnn r50', None),
+    # MMDetection's only X-50 Faster R-CNN has GN + WS: ours is its X-101 delta at depth 50.
+    ('faster-rcnn x50', 'configs/faster_rcnn_x50_fpn.py', None, None),
+    ('faster-rcnn x50 SKConv', 'configs/faster_rcnn_x50_skconv_fpn.py', 'faster-rcnn x50',
+     None),
+    ('yolox-s', 'mmdet::yolox/yolox_s_8xb8-300e_coco.py', None, None),
+    ('yolox-s SK', 'configs/yolox_s_sk_8xb8-300e_coco.py', 'yolox-s', None),
+    ('demo r18', 'configs/demo/faster-rcnn_r18_fpn_shapes.py', None, DEMO_SHAPE),
+    ('demo r18 SK', 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py', 'demo r18', DEMO_SHAPE),
+    ('demo r18 SKConv', 'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py', 'demo r18',
+     DEMO_SHAPE),
 ]
 
 
@@ -63,8 +76,19 @@ def parse_args() -> argparse.Namespace:
                         help='interleaved rounds (default: 3, --quick: 1)')
     parser.add_argument('--quick', action='store_true',
                         help='tiny input, one round without warm-up (for tests)')
+    parser.add_argument('--models', nargs='+', metavar='NAME', choices=[m[0] for m in MODELS],
+                        help='measure these models (and their baselines) only; names: ' +
+                        ', '.join(repr(m[0]) for m in MODELS))
     parser.add_argument('--json', help='write the results to this file')
     return parser.parse_args()
+
+
+def selected(names=None) -> list:
+    """The entries of ``MODELS`` named in ``names`` and their baselines (all if None)."""
+    if not names:
+        return list(MODELS)
+    keep = set(names) | {base for name, _, base, _ in MODELS if name in names and base}
+    return [m for m in MODELS if m[0] in keep]
 
 
 def load_cfg(config: str) -> Config:
@@ -134,7 +158,13 @@ class Features(nn.Module):
         return self.detector.extract_feat(x)
 
 
-def samples(h: int, w: int, with_gt: bool) -> list:
+def num_classes(cfg: Config) -> int:
+    """Classes of the detector of ``cfg`` (its RoI head's or its dense head's)."""
+    head = cfg.model.roi_head.bbox_head if 'roi_head' in cfg.model else cfg.model.bbox_head
+    return head.num_classes
+
+
+def samples(h: int, w: int, with_gt: bool, classes: int = 80) -> list:
     from mmdet.structures import DetDataSample
     from mmengine.structures import InstanceData
     meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
@@ -143,7 +173,8 @@ def samples(h: int, w: int, with_gt: bool) -> list:
     if with_gt:
         boxes = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.3, 0.2, 0.9, 0.7], [0.6, 0.6, 0.8, 0.95]])
         sample.gt_instances = InstanceData(
-            bboxes=boxes * torch.tensor([w, h, w, h]), labels=torch.tensor([0, 5, 17]))
+            bboxes=boxes * torch.tensor([w, h, w, h]),
+            labels=torch.tensor([0, 5, 17]) % classes)  # the demo has 5 classes
     return [sample]
 
 
@@ -155,27 +186,32 @@ def main() -> None:
     args = parse_args()
     h, w = args.shape or ((128, 128) if args.quick else (512, 512))
     rounds = args.repeats or (1 if args.quick else 3)
+    entries = selected(args.models)
+    demo = any(shape is not None for *_, shape in entries)
     print(f'Detector benchmark on cpu: torch {torch.__version__}, {torch.get_num_threads()} '
           f'threads, load average at start {os.getloadavg()[0]:.2f} (other processes may '
-          f'share the machine)\ninput (1, 3, {h}, {w}) padded to the preprocessor divisor; '
-          f'latency: median of {rounds} interleaved rounds'
+          f'share the machine)\ninput (1, 3, {h}, {w})'
+          f'{f" (demo configs: (1, 3, {DEMO_SHAPE[0]}, {DEMO_SHAPE[1]}))" if demo else ""} '
+          f'padded to the preprocessor divisor; latency: median of {rounds} interleaved rounds'
           f'{"" if args.quick else " after a warm-up"}.\n'
           'GFLOPs: MMEngine counter, one multiply-add = 1; "all" is the whole detector in '
           'mode="tensor", "b+n" backbone + neck.\n/base: this model / its baseline. RoIs: '
           'proposals the RoI head received at inference (two-stage: RPN test NMS off, its\n'
           'cls/reg convs zero, so every model proposes the same anchors).')
-    models, info = {}, {}
+    models, info, classes = {}, {}, {}
     logger = MMLogger.get_current_instance()
     level = logger.level
     # Quiet while building and counting: init_weights() logs every parameter and the counter
     # warns of every operator it has no rule for.
     logger.setLevel(logging.ERROR)
     start = time.perf_counter()
-    for name, config, base in MODELS:
+    for name, config, base, shape in entries:
         cfg = fix_proposals(load_cfg(config))
         models[name] = model = build(cfg)
+        classes[name] = num_classes(cfg)
         divisor = cfg.model.data_preprocessor.get('pad_size_divisor', 1) or 1
-        ph, pw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+        mh, mw = shape or (h, w)
+        ph, pw = -(-mh // divisor) * divisor, -(-mw // divisor) * divisor
         flops = model_complexity(cfg, (ph, pw))
         with torch.no_grad():
             features = get_model_complexity_info(
@@ -214,7 +250,7 @@ def main() -> None:
             with torch.no_grad():
                 model.extract_feat(x)
 
-        def step(model=model, x=x, s=samples(ph, pw, True), optim=optim):
+        def step(model=model, x=x, s=samples(ph, pw, True, classes[key]), optim=optim):
             model.train()
             losses = model(x, s, mode='loss')
             loss, _ = model.parse_losses(losses)
@@ -230,7 +266,7 @@ def main() -> None:
         for key, ms in interleaved(fns, rounds, torch.device('cpu')).items():
             info[key][kind] = ms
         print(f'timed {kind[:-3]} at {time.perf_counter() - start:.0f} s', flush=True)
-    print(f'{"model":<22}{"params M":>9}{"/base":>7}{"GFLOPs all":>11}{"/base":>7}'
+    print(f'{"model":<23}{"input":>9}{"params M":>9}{"/base":>7}{"GFLOPs all":>11}{"/base":>7}'
           f'{"GFLOPs b+n":>11}{"/base":>7}{"RoIs":>6}{"infer ms":>10}{"/base":>7}'
           f'{"b+n ms":>9}{"/base":>7}{"train ms":>10}{"/base":>7}')
     for key, r in info.items():
@@ -239,7 +275,7 @@ def main() -> None:
         def cell(field, scale, spec, width):
             return f'{r[field] / scale:{width}{spec}}{r[field] / base[field]:7.3f}'
 
-        print(f'{r["name"]:<22}{cell("params", 1e6, ".2f", 9)}'
+        print(f'{r["name"]:<23}{"x".join(map(str, r["input"])):>9}{cell("params", 1e6, ".2f", 9)}'
               f'{cell("flops", 1e9, ".1f", 11)}{cell("flops_bn", 1e9, ".1f", 11)}'
               f'{r["rois"] if r["rois"] is not None else "-":>6}'
               f'{cell("infer_ms", 1, ".0f", 10)}{cell("features_ms", 1, ".0f", 9)}'
@@ -248,7 +284,7 @@ def main() -> None:
           f'{os.getloadavg()[0]:.2f}')
     if args.json:
         meta = dict(torch=torch.__version__, threads=torch.get_num_threads(), shape=(h, w),
-                    rounds=rounds)
+                    demo_shape=DEMO_SHAPE, rounds=rounds)
         with open(args.json, 'w') as f:
             json.dump(dict(meta=meta, models=list(info.values())), f, indent=1)
         print(f'wrote {args.json}')

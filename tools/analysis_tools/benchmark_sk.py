@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Block-level benchmark of SKAttention against the seed transcription.
+"""Block-level benchmark of SKAttention against the seed, and of SKConv against its conv.
 
-    python tools/analysis_tools/benchmark_sk.py                 # full grid, < 5 min on 2 cores
-    python tools/analysis_tools/benchmark_sk.py --quick         # tiny grid, seconds
+    python tools/analysis_tools/benchmark_sk.py                 # both grids, < 10 min on 2 cores
+    python tools/analysis_tools/benchmark_sk.py --skconv-only   # SKConv grid only, < 5 min
+    python tools/analysis_tools/benchmark_sk.py --no-skconv     # SKAttention grid only, < 5 min
+    python tools/analysis_tools/benchmark_sk.py --quick         # tiny grids, seconds
     python tools/analysis_tools/benchmark_sk.py --json out.json
 
-For every preset and input shape it times, in one process and interleaved round by round:
+SKAttention: for every preset and input shape it times, in one process and interleaved round
+by round:
 
 * ``seed``: the seed document's module, transcribed (the reference),
 * ``ours``: :class:`SKAttention` with the same weights,
@@ -22,9 +25,27 @@ of bytes held by tensors allocated during one call, above the level at its start
 allocator recorded by ``torch.profiler`` (``profile_memory=True``); buffers that oneDNN
 allocates for itself are not seen.
 
-Shapes run from small to large. A combo whose reference fwd+bwd, estimated from the largest
-shape measured so far scaled by conv multiply-adds, exceeds ``--max-ref-ms`` (2 s), or that
-would end the run after ``--time-limit`` (250 s), is skipped and listed at the end.
+SKConv: for the 3x3 ``conv2`` slot of the ResNet-50 (groups 1) and ResNeXt-50 32x4d
+(groups 32) Bottlenecks of stages c3-c5 on an 800x1344 input (800x1333 padded to 32, as
+MMDetection's preprocessor does), at batch 1 and 2, in the stride-1 slot (every block but the
+first) and the stride-2 slot (the first block, on the previous stage's map), it times in the
+same three modes, interleaved:
+
+* ``conv``: the plain 3x3 conv the unit replaces (same channels, stride, groups; no bias),
+* ``SK``: :class:`SKConv` as the shipped configs build it (M = 2, r 16, L 32, the paper's
+  Fuse fc-LN-ReLU, ``gate=True``), with branch 0's weight that of ``conv``,
+* ``no gate``: the same unit with ``gate=False`` (the paper's SK unit), same weights,
+* ``fold`` (infer rows): ``SK`` in eval mode with the dilated branches' BatchNorms folded into
+  their convs (:func:`fold_skconv`, a prototype of what an ``SKConv.fuse_bn`` could do; the
+  gated unit needs branch 0's raw conv output, so its norm stays).
+
+The slot's ``norm2`` and ReLU follow either, so they are left out. Memory as for SKAttention,
+of ``conv`` and ``SK``, but the saved activations count the input (all the conv saves).
+
+Each grid runs its shapes from small to large, in families (a preset; a network). A combo
+whose reference fwd+bwd (the seed's; SK's), estimated from the largest shape measured so far
+in its family scaled by conv multiply-adds, exceeds ``--max-ref-ms`` (2 s), or that would end
+its grid after ``--time-limit`` (250 s per grid), is skipped and listed at the end.
 """
 import argparse
 import copy
@@ -40,7 +61,7 @@ from mmcv.cnn import ContextBlock
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
-from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.models.layers import SKAttention, SKConv
 from mmdet_sk.models.layers._seed_sk import SeedSKAttention
 
 # groups=0 stands for depthwise (groups = channels).
@@ -64,6 +85,38 @@ MODES = ('fwd', 'fwd+bwd', 'infer')
 
 Shape = Tuple[int, int, int, int]
 
+# SKConv as the shipped configs build it (configs/faster_rcnn_{r50,x50}_skconv_fpn.py).
+SKCONV_CFG = dict(branches=2, reduction=16, L=32, fuse_cfg=dict())
+# The conv2 slot of the Bottlenecks: (groups, conv2 width in c3, c4, c5).
+NETS = {'r50': (1, (128, 256, 512)), 'x50': (32, (256, 512, 1024))}
+NET_NOTES = {'r50': 'ResNet-50, groups 1', 'x50': 'ResNeXt-50 32x4d, groups 32'}
+
+
+def _half(size: int) -> int:
+    """Output size of a 3x3 conv with stride 2 and padding 1."""
+    return (size - 1) // 2 + 1
+
+
+def skconv_slots(image: Tuple[int, int] = (800, 1344), batches: Sequence[int] = (1, 2),
+                 nets: Sequence[str] = tuple(NETS)) -> List[dict]:
+    """The conv2 slots of stages c3-c5 on ``image``: the stride-2 slot of a stage's first
+    block (on the previous stage's map) and the stride-1 slot of its other blocks."""
+    h, w = image[0] // 4, image[1] // 4  # c2: the stem's stride 4
+    slots = []
+    for i, stage in enumerate(('c3', 'c4', 'c5')):
+        for net in nets:
+            groups, widths = NETS[net]
+            for stride, (sh, sw) in ((1, (_half(h), _half(w))), (2, (h, w))):
+                slots += [dict(net=net, stage=stage, stride=stride, groups=groups,
+                               shape=[b, widths[i], sh, sw]) for b in batches]
+        h, w = _half(h), _half(w)
+    return slots
+
+
+SKCONV_SLOTS = skconv_slots()
+QUICK_SKCONV_SLOTS = [dict(net=net, stage='tiny', stride=stride, groups=NETS[net][0],
+                           shape=[1, 64, 16, 16]) for net in NETS for stride in (1, 2)]
+
 
 def _start_ns(event) -> int:
     """A profiler event's start in ns (torch < 2.2 has only ``start_us``)."""
@@ -73,7 +126,15 @@ def _start_ns(event) -> int:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='tiny grid (for tests)')
-    parser.add_argument('--presets', nargs='+', choices=list(PRESETS), default=list(PRESETS))
+    parser.add_argument('--presets', nargs='+', choices=list(PRESETS), default=list(PRESETS),
+                        help='SKAttention presets')
+    parser.add_argument('--nets', nargs='+', choices=list(NETS), default=list(NETS),
+                        help='networks whose conv2 slots the SKConv grid takes')
+    part = parser.add_mutually_exclusive_group()
+    part.add_argument('--skconv-only', action='store_true',
+                      help='only SKConv against the conv it replaces')
+    part.add_argument('--no-skconv', action='store_true',
+                      help='only SKAttention against the seed')
     parser.add_argument('--budget', type=float, default=0.8,
                         help='seconds of timed calls per (preset, shape, mode), at least '
                         '--repeats rounds')
@@ -81,10 +142,20 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--max-ref-ms', type=float, default=2000.,
                         help='skip a combo whose reference fwd+bwd is estimated above this')
     parser.add_argument('--time-limit', type=float, default=250.,
-                        help='seconds: skip a combo estimated to end the run later than this')
+                        help='seconds: skip a combo estimated to end its grid later than this')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--json', help='write the results to this file')
     return parser.parse_args()
+
+
+def _randomise_bns(module: nn.Module) -> None:
+    """BatchNorm statistics and affine weights as if trained, so that folding has work."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
 
 
 def conv_macs(preset: str, shape: Shape) -> int:
@@ -100,12 +171,7 @@ def build(preset: str, channels: int, device: torch.device) -> Dict[str, nn.Modu
     groups = p['groups'] or channels
     torch.manual_seed(0)
     seed = SeedSKAttention(channels, p['kernels'], REDUCTION, groups, L, p['dilations'])
-    for m in seed.modules():
-        if isinstance(m, nn.BatchNorm2d):  # as if trained, so that folding has work to do
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
+    _randomise_bns(seed)
     ours = SKAttention(channels, p['kernels'], p['dilations'], REDUCTION, groups, L)
     ours.load_state_dict(seed.state_dict(), strict=True)
     models = dict(seed=seed, ours=ours, GC=ContextBlock(channels, ratio=1. / 16))
@@ -269,6 +335,125 @@ def run_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dic
     return rows
 
 
+def fold_skconv(unit: SKConv) -> SKConv:
+    """Fold SKConv's branch BatchNorms into their convs, in place, for inference.
+
+    A prototype of an ``SKConv.fuse_bn`` (the fold of :meth:`SKAttention.fuse_bn`): a dilated
+    branch's conv absorbs its norm's affine map (and gets a bias) and the norm becomes
+    ``nn.Identity``. Branch 0's norm is folded into ``weight`` (and ``bias``) only without
+    the gate: the gated output ``conv(x) + s * (SK(x) - conv(x))`` needs branch 0's raw conv.
+    """
+    if unit.training:
+        raise RuntimeError('fold_skconv() folds running statistics: call .eval() first')
+    with torch.no_grad():
+        for i, norm in enumerate(unit.norms):
+            if isinstance(norm, nn.Identity) or (i == 0 and unit.gate is not None):
+                continue
+            owner = unit if i == 0 else unit.dilated_convs[i - 1]
+            scale = torch.rsqrt(norm.running_var + norm.eps)
+            shift = -norm.running_mean * scale
+            if norm.affine:
+                scale, shift = scale * norm.weight, shift * norm.weight + norm.bias
+            if owner.bias is not None:
+                shift = owner.bias * scale + shift
+            owner.weight.mul_(scale.reshape(-1, 1, 1, 1))
+            owner.bias = nn.Parameter(shift)
+            unit.norms[i] = nn.Identity()
+    return unit
+
+
+def skconv_macs(slot: dict) -> int:
+    """Multiply-adds of the replaced conv, the yardstick for skipping heavy combos."""
+    b, c, h, w = slot['shape']
+    s = slot['stride']
+    return b * (h if s == 1 else _half(h)) * (w if s == 1 else _half(w)) * c * (
+        c // slot['groups']) * 9
+
+
+def skconv_build(slot: dict, device: torch.device) -> Dict[str, nn.Module]:
+    """The plain conv, SKConv (gated, its gate away from 0) with the conv's weight as branch
+    0, the same unit without the gate, their eval copies, and the folded gated unit."""
+    c, stride, groups = slot['shape'][1], slot['stride'], slot['groups']
+    torch.manual_seed(0)
+    sk = SKConv(c, c, 3, stride, 1, groups=groups, gate=True, **SKCONV_CFG)
+    _randomise_bns(sk)
+    nn.init.uniform_(sk.gate, 0.2, 0.8)  # the timing does not depend on it, the checks do
+    nogate = SKConv(c, c, 3, stride, 1, groups=groups, gate=False, **SKCONV_CFG)
+    nogate.load_state_dict({k: v for k, v in sk.state_dict().items() if k != 'gate'})
+    conv = nn.Conv2d(c, c, 3, stride, 1, groups=groups, bias=False)
+    conv.weight.data.copy_(sk.weight.data)
+    models = dict(conv=conv, SK=sk, nogate=nogate)
+    models.update({f'{k}_eval': copy.deepcopy(v).eval() for k, v in models.items()})
+    models['fold'] = fold_skconv(copy.deepcopy(models['SK_eval']))
+    return {k: v.to(device) for k, v in models.items()}
+
+
+def skconv_check(models: Dict[str, nn.Module], x: Tensor) -> None:
+    """Fail loudly before timing: ``conv`` is the replaced conv (the gated unit at gate 0
+    computes it exactly), ``no gate`` is the gated unit at gate 1, ``fold`` is ``SK``."""
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        for mode in ('', '_eval'):
+            unit = copy.deepcopy(models['SK' + mode])
+            unit.gate.zero_()
+            assert torch.equal(unit(x), models['conv' + mode](x)), 'SK at gate 0 != conv'
+            unit.gate.fill_(1.)
+            torch.testing.assert_close(models['nogate' + mode](x), unit(x), rtol=1e-4,
+                                       atol=1e-4)
+        torch.testing.assert_close(models['fold'](x), models['SK_eval'](x), rtol=1e-4,
+                                   atol=1e-4)
+
+
+def skconv_calls(models: Dict[str, nn.Module], mode: str, x: Tensor,
+                 grad: Tensor) -> Dict[str, Callable]:
+    """The timed callables of one mode: conv, SK, no gate (and fold in inference)."""
+    if mode == 'infer':
+
+        def infer(module):
+
+            def run():
+                with torch.no_grad():
+                    return module(x)
+
+            return run
+
+        return {k: infer(models[f'{k}_eval' if k != 'fold' else k])
+                for k in ('conv', 'SK', 'nogate', 'fold')}
+
+    def train(module):
+        inputs = [x] + list(module.parameters())
+
+        def run():
+            out = module(x)
+            if mode == 'fwd':
+                return out
+            return torch.autograd.grad([out], inputs, [grad])
+
+        return run
+
+    return {k: train(models[k]) for k in ('conv', 'SK', 'nogate')}
+
+
+def skconv_combo(slot: dict, device: torch.device, args) -> List[dict]:
+    models = skconv_build(slot, device)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(slot['shape'], generator=gen).to(device)
+    b, c, h, w = slot['shape']
+    out = (b, c, h, w) if slot['stride'] == 1 else (b, c, _half(h), _half(w))
+    grad = torch.randn(out, generator=gen).to(device)
+    skconv_check(models, x)
+    rows = []
+    for mode in MODES:
+        xm = x.requires_grad_(mode != 'infer')
+        fns = skconv_calls(models, mode, xm, grad)
+        ms, rounds = measure(fns, device, args.budget, args.repeats)
+        if mode == 'fwd':  # the input counted: all that the conv saves
+            mem = {k: saved_mb(fns[k], list(models[k].parameters())) for k in ('conv', 'SK')}
+        else:
+            mem = {k: peak_mb(fns[k], device) for k in ('conv', 'SK')}
+        rows.append(dict(slot, mode=mode, ms=ms, rounds=rounds, peak_mb=mem))
+    return rows
+
+
 def fmt(value, spec: str, width: int) -> str:
     return f'{value:{spec}}'.rjust(width) if value is not None else '-'.rjust(width)
 
@@ -344,62 +529,155 @@ def summary(rows: List[dict]) -> List[str]:
     ]
 
 
+SKCONV_LEGEND = """\
+s, g: stride and groups of the slot. SK/conv: SKConv's time / the plain conv's (the slot's
+    cost multiple). SK/no gate: the gated unit's time / the ungated one's (the gate's cost).
+    fold/SK (infer rows): the unit with its dilated branches' BN folded / the unit as built.
+MB as above, conv and SK, except fwd rows: activations saved for backward with the input
+    counted (all that the conv saves); infer rows: SK as built, not folded. ratio: SK / conv."""
+SKCONV_HEADER = (f'{"slot":<10}{"input BxCxHxW":<16}{"s":>2}{"g":>4}  {"mode":<8}'
+                 f'{"conv ms":>9}{"SK ms":>9}{"SK/conv":>8}{"no gate ms":>11}'
+                 f'{"SK/no gate":>11}{"fold ms":>9}{"fold/SK":>8} |{"conv MB":>9}'
+                 f'{"SK MB":>9}{"ratio":>7}')
+
+
+def skconv_line(r: dict) -> str:
+    ms, mem = r['ms'], r['peak_mb']
+    fold = ms.get('fold')
+    return (f'{r["net"] + " " + r["stage"]:<10}{"x".join(map(str, r["shape"])):<16}'
+            f'{r["stride"]:>2}{r["groups"]:>4}  {r["mode"]:<8}{fmt(ms["conv"], ".1f", 9)}'
+            f'{fmt(ms["SK"], ".1f", 9)}{fmt(ms["SK"] / ms["conv"], ".2f", 8)}'
+            f'{fmt(ms["nogate"], ".1f", 11)}{fmt(ms["SK"] / ms["nogate"], ".2f", 11)}'
+            f'{fmt(fold, ".1f", 9)}{fmt(fold and fold / ms["SK"], ".2f", 8)} |'
+            f'{fmt(mem["conv"], ".1f", 9)}{fmt(mem["SK"], ".1f", 9)}'
+            f'{fmt(mem["SK"] / mem["conv"], ".2f", 7)}')
+
+
+def skconv_summary(rows: List[dict]) -> List[str]:
+    """Spans of the SKConv ratios over this run's rows (the issue sets no target)."""
+
+    def span(values):
+        if not values:
+            return 'not measured'
+        return f'{min(values):.2f}..{max(values):.2f} over {len(values)}'
+
+    def ms(mode=None, net=None, key='SK', base='conv'):
+        return span([r['ms'][key] / r['ms'][base] for r in rows
+                     if (mode is None or r['mode'] == mode) and (net is None or r['net'] == net)
+                     and key in r['ms']])
+
+    def mb(mode, net):
+        return span([r['peak_mb']['SK'] / r['peak_mb']['conv'] for r in rows
+                     if r['mode'] == mode and r['net'] == net])
+
+    nets = sorted({r['net'] for r in rows}, key=list(NETS).index)
+    return [
+        f'SK/conv, {n} ({NET_NOTES[n]}): ' + '; '.join(f'{m} {ms(m, n)}' for m in MODES)
+        for n in nets
+    ] + [
+        'SK/no gate (the gate\'s cost), every row: ' + ms(key='SK', base='nogate'),
+        'fold/SK inference (dilated branches\' BN folded), every row: ' +
+        ms('infer', key='fold', base='SK'),
+    ] + [
+        f'memory SK/conv, {n}: saved activations {mb("fwd", n)}; peak fwd+bwd '
+        f'{mb("fwd+bwd", n)}; peak infer {mb("infer", n)}' for n in nets
+    ]
+
+
+def run_grid(families: List[List[dict]], macs: Callable, run: Callable, ref: str,
+             line: Callable, label: Callable, args) -> Tuple[List[dict], List[dict]]:
+    """Run every case of every family, small to large, printing its rows as they come.
+
+    A case is skipped (and returned in the second list) if its ``ref`` fwd+bwd time,
+    estimated from the family's largest case so far scaled by ``macs``, exceeds
+    ``--max-ref-ms``, or if running it would end the grid after ``--time-limit``.
+    """
+    rows, skipped, start = [], [], time.perf_counter()
+    per_ref = 0.  # seconds the last case took per second of its reference fwd+bwd
+    for family in families:
+        measured = []  # (MACs, reference fwd+bwd ms) of the cases run so far
+        for case in sorted(family, key=macs):
+            n = macs(case)
+            est = measured[-1][1] * n / measured[-1][0] if measured else 0.
+            if est > args.max_ref_ms:
+                why = f'above the {args.max_ref_ms / 1e3:g} s cap'
+            elif time.perf_counter() - start + per_ref * est / 1e3 > args.time_limit:
+                why = f'running it would end the grid after {args.time_limit:g} s'
+            else:
+                t0 = time.perf_counter()
+                combo = run(case)
+                ref_ms = combo[1]['ms'][ref]
+                per_ref = (time.perf_counter() - t0) * 1e3 / ref_ms
+                measured.append((n, ref_ms))
+                for r in combo:
+                    print(line(r), flush=True)
+                rows.extend(combo)
+                continue
+            skipped.append(dict(case, est_ref_ms=est, why=why))
+    for s in skipped:
+        print(f'skipped {label(s)}: {ref} fwd+bwd estimated at {s["est_ref_ms"] / 1e3:.1f} s '
+              f'from the largest measured shape scaled by conv multiply-adds; {s["why"]}')
+    print(f'{len(rows)} rows in {time.perf_counter() - start:.0f} s; load average '
+          f'{os.getloadavg()[0]:.2f}')
+    return rows, skipped
+
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
     shapes = QUICK_SHAPES if args.quick else SHAPES
+    slots = QUICK_SKCONV_SLOTS if args.quick else SKCONV_SLOTS
     if args.quick:
         args.budget, args.repeats = 0.05, 2
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'
-    print(f'SKAttention block benchmark on {name}: torch {torch.__version__}, '
+    print(f'SK block benchmark on {name}: torch {torch.__version__}, '
           f'{torch.get_num_threads()} threads, load average at start '
           f'{os.getloadavg()[0]:.2f} (other processes may share the machine)')
     print(f'times: median of interleaved rounds (at least {args.repeats}, about '
-          f'{args.budget:g} s per row); reduction {REDUCTION}, L {L}; presets:')
-    for p in args.presets:
-        print(f'  {p:<10}{PRESET_NOTES[p]}')
+          f'{args.budget:g} s per row)')
     peak = ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
             'CPU allocator events\n    from torch.profiler')
-    print(LEGEND.format(peak=peak))
-    print(HEADER)
-    rows, skipped, start = [], [], time.perf_counter()
-    per_ref = 0.  # seconds the last combo took per second of its reference fwd+bwd
-    for preset in args.presets:
-        measured = []  # (conv MACs, reference fwd+bwd ms) of the combos run so far
-        for shape in sorted(shapes, key=lambda s: conv_macs(preset, s)):
-            macs = conv_macs(preset, shape)
-            est = measured[-1][1] * macs / measured[-1][0] if measured else 0.
-            if est > args.max_ref_ms:
-                why = f'above the {args.max_ref_ms / 1e3:g} s cap'
-            elif time.perf_counter() - start + per_ref * est / 1e3 > args.time_limit:
-                why = f'running it would end the run after {args.time_limit:g} s'
-            else:
-                t0 = time.perf_counter()
-                combo = run_combo(preset, shape, device, args)
-                ref_ms = combo[1]['ms']['seed']
-                per_ref = (time.perf_counter() - t0) * 1e3 / ref_ms
-                measured.append((macs, ref_ms))
-                for r in combo:
-                    print(row_line(r), flush=True)
-                rows.extend(combo)
-                continue
-            skipped.append(dict(preset=preset, shape=list(shape), est_ref_ms=est, why=why))
-    for s in skipped:
-        print(f'skipped {s["preset"]} {"x".join(map(str, s["shape"]))}: reference fwd+bwd '
-              f'estimated at {s["est_ref_ms"] / 1e3:.1f} s from the largest measured shape '
-              f'scaled by conv multiply-adds; {s["why"]}')
-    print(f'{len(rows)} rows in {time.perf_counter() - start:.0f} s; load average at end '
-          f'{os.getloadavg()[0]:.2f}')
-    print('targets:')
-    for line in summary(rows):
-        print('  ' + line)
+    rows, skipped = [], []
+    if not args.skconv_only:
+        print(f'\nSKAttention against the seed: reduction {REDUCTION}, L {L}; presets:')
+        for p in args.presets:
+            print(f'  {p:<10}{PRESET_NOTES[p]}')
+        print(LEGEND.format(peak=peak))
+        print(HEADER)
+        rows, skipped = run_grid(
+            [[dict(preset=p, shape=list(s)) for s in shapes] for p in args.presets],
+            lambda c: conv_macs(c['preset'], c['shape']),
+            lambda c: run_combo(c['preset'], tuple(c['shape']), device, args), 'seed',
+            row_line, lambda c: f'{c["preset"]} {"x".join(map(str, c["shape"]))}', args)
+        print('targets:')
+        for line in summary(rows):
+            print('  ' + line)
+    sk_rows, sk_skipped = [], []
+    if not args.no_skconv:
+        cfg = ', '.join(f'{k} {v}' for k, v in SKCONV_CFG.items())
+        print(f'\nSKConv against the plain 3x3 conv it replaces, in the conv2 slot of the '
+              f'Bottlenecks of c3-c5\n({"tiny maps" if args.quick else "800x1344 input"}; '
+              f'SKConv {cfg} (fc-LN-ReLU), gate=True); nets:')
+        for n in args.nets:
+            print(f'  {n:<10}{NET_NOTES[n]}')
+        print(SKCONV_LEGEND)
+        print(SKCONV_HEADER)
+        sk_rows, sk_skipped = run_grid(
+            [[s for s in slots if s['net'] == n] for n in args.nets], skconv_macs,
+            lambda c: skconv_combo(c, device, args), 'SK', skconv_line,
+            lambda c: f'{c["net"]} {c["stage"]} stride {c["stride"]} '
+            f'{"x".join(map(str, c["shape"]))}', args)
+        print('SKConv costs:')
+        for line in skconv_summary(sk_rows):
+            print('  ' + line)
+    print(f'load average at end {os.getloadavg()[0]:.2f}')
     if args.json:
         meta = dict(device=name, torch=torch.__version__, threads=torch.get_num_threads(),
-                    presets={p: PRESETS[p] for p in args.presets}, reduction=REDUCTION, L=L)
+                    presets={p: PRESETS[p] for p in args.presets}, reduction=REDUCTION, L=L,
+                    skconv=SKCONV_CFG, nets={n: NETS[n] for n in args.nets})
         with open(args.json, 'w') as f:
-            json.dump(dict(meta=meta, rows=rows, skipped=skipped), f, indent=1)
+            json.dump(dict(meta=meta, rows=rows, skipped=skipped,
+                           skconv=dict(rows=sk_rows, skipped=sk_skipped)), f, indent=1)
         print(f'wrote {args.json}')
-
 
 if __name__ == '__main__':
     main()

@@ -59,8 +59,8 @@ def test_two_processes_train_like_one_with_the_doubled_batch(tiny_coco, tmp_path
     tool('train.py', config('single', 4), '--work-dir', str(tmp_path / 'single'))
     env = dict(tool_env(), PYTHON=sys.executable, PORT=str(free_port()))
     # Each rank destroys its process group before it exits (launch.close_process_group):
-    # without that, one run in about ten aborted after its last checkpoint ("terminate called
-    # without an active exception").
+    # without that, a rank could abort at exit ("terminate called without an active
+    # exception", see its docstring).
     proc = subprocess.run(['tools/dist_train.sh', config('ddp', 2), '2', '--work-dir',
                            str(tmp_path / 'ddp')], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=170)

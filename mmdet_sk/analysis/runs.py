@@ -8,8 +8,10 @@ base config, relative to the repository), ``seed`` and, as needed, ``iters``, ``
 (the fine-tuning recipe below), ``gate`` (set on every SK module), ``load_from``, ``edit``
 (a function that changes the config further) and any labels the experiment keeps (``arm``).
 
-A finished run leaves ``result.json`` in its folder and is never run again (:func:`kept`); a
-training cut off by the end of a session resumes from its last checkpoint.
+A finished run leaves ``result.json`` in its folder (and in a committed store, if the
+experiment has one) and is not run again (:func:`kept`); a training cut off within a session
+resumes from its last checkpoint. A run that starts from trained weights names their
+:func:`weights_digest` in ``depends_on``: a kept result counts only for the same weights.
 """
 import json
 import os
@@ -161,26 +163,88 @@ def stored(run: dict) -> dict:
     return {k: v for k, v in run.items() if not callable(v)}
 
 
+def weights_digest(checkpoint: str) -> str:
+    """SHA-256 of a checkpoint's weights (its ``state_dict`` tensors in key order).
+
+    Not of the file, whose meta data (time, paths) changes from run to run: two trainings that
+    end in the same weights give the same digest.
+    """
+    import hashlib
+
+    import torch
+    import mmdet_sk  # noqa: F401  (allow-lists MMEngine's checkpoint contents)
+    state = torch.load(checkpoint, map_location='cpu')
+    state = state.get('state_dict', state)
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _usable(result: Optional[dict], run: dict) -> bool:
+    """Whether a kept result stands for ``run``: it started from the same weights
+    (``depends_on``, when the run names them) and, for a run whose checkpoint is needed
+    later (``need_checkpoint``), that checkpoint is still on disk."""
+    if result is None or result.get('depends_on') != run.get('depends_on'):
+        return False
+    return not run.get('need_checkpoint') or osp.isfile(osp.join(ROOT, result['checkpoint']))
+
+
+def _read(path: str) -> Optional[dict]:
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write(path: str, result: dict) -> None:
+    os.makedirs(osp.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)  # a result is there whole or not at all
+
+
+def _paths(name: str, args) -> List[str]:
+    store = getattr(args, 'store', None)
+    return [osp.join(ROOT, args.work_dir, name, 'result.json')] + (
+        [osp.join(ROOT, store, name + '.json')] if store else [])
+
+
+def kept_result(run: dict, args) -> Optional[dict]:
+    """The kept result of ``run`` (work dir first, then the store) if usable, else None."""
+    for path in _paths(run['name'], args):
+        result = _read(path)
+        if _usable(result, run):
+            return result
+    return None
+
+
+def save_result(name: str, result: dict, args) -> None:
+    """Write the result of run ``name`` to its work dir and to the store (if any)."""
+    for path in _paths(name, args):
+        _write(path, result)
+
+
 def kept(fn: Callable) -> Callable:
     """Run ``fn(run, args, work_dir, config)`` once per run.
 
     The wrapper takes ``(run, args)``; ``args.work_dir`` is the experiment's folder (relative
     to the repository). The result is written to ``<work_dir>/<run name>/result.json`` and,
-    whenever the experiment starts again, read from there instead of running again.
+    if ``args.store`` names a folder (one that is committed: work dirs do not outlive a
+    session), to ``<store>/<run name>.json``; whenever the experiment starts again, a kept
+    result is returned instead of running again, if it is usable (:func:`_usable`).
     """
 
     def wrapper(run: dict, args) -> dict:
+        result = kept_result(run, args)
+        if result is not None:
+            return result
         work_dir = osp.join(ROOT, args.work_dir, run['name'])
-        result_path = osp.join(work_dir, 'result.json')
-        if osp.isfile(result_path):
-            with open(result_path) as f:
-                return json.load(f)
         os.makedirs(work_dir, exist_ok=True)
         result = fn(run, args, work_dir, write_config(run, work_dir))
-        tmp = result_path + '.tmp'
-        with open(tmp, 'w') as f:
-            json.dump(result, f, indent=1)
-        os.replace(tmp, result_path)  # a result is there whole or not at all
+        save_result(run['name'], result, args)
         if 'metrics' in result:
             speed = f', {result["s_per_iter"]} s/iter' if result.get('s_per_iter') else ''
             print(f'    mAP {result["metrics"]["bbox_mAP"]:.3f}, {result["wall_s"]:.0f} s'
@@ -250,12 +314,15 @@ def test_run(run: dict, args, work_dir: str, config: str) -> dict:
     return result
 
 
-def collect(work_dir: str) -> dict:
-    """Every finished run's result under ``work_dir`` (relative to the repository)."""
+def collect(folder: str) -> dict:
+    """Every finished run's result under ``folder`` (relative to the repository): a work dir
+    (``<run>/result.json``) or a store (``<run>.json``)."""
     results = {}
-    root = osp.join(ROOT, work_dir)
+    root = osp.join(ROOT, folder)
     for name in sorted(os.listdir(root)) if osp.isdir(root) else []:
         path = osp.join(root, name, 'result.json')
+        if name.endswith('.json') and osp.isfile(osp.join(root, name)):
+            path, name = osp.join(root, name), name[:-len('.json')]
         if osp.isfile(path):
             with open(path) as f:
                 results[name] = json.load(f)

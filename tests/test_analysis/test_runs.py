@@ -90,3 +90,48 @@ def test_a_cut_off_training_resumes(tmp_path, monkeypatch):
     assert result['metrics']['bbox_mAP'] == 0.4 and result['s_per_iter'] == 2.0
     assert result['checkpoint'] == osp.join('exp', 'ft_plain_s0', 'iter_120.pth')
     assert 'usage' not in result
+
+
+def test_store_keeps_results_across_sessions_for_the_same_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, 'ROOT', str(tmp_path))
+    (tmp_path / 'configs').mkdir()
+    with open(osp.join(REPO, PLAIN)) as f:
+        (tmp_path / 'configs' / 'c.py').write_text(f.read())
+    calls = []
+
+    @runs.kept
+    def fake(run, args, work_dir, config):
+        calls.append(run['name'])
+        (tmp_path / 'w.pth').write_text('x')
+        return dict(runs.stored(run), checkpoint='w.pth', n=len(calls))
+
+    args = type('Args', (), dict(work_dir='exp', store='docs/runs'))
+    run = dict(name='ft_a_s0', seed=0, config='configs/c.py', depends_on='P1')
+    first = fake(run, args)
+    assert json.loads((tmp_path / 'docs' / 'runs' / 'ft_a_s0.json').read_text()) == first
+    # a new session: the work dir is gone, the store (committed) is not
+    import shutil
+    shutil.rmtree(tmp_path / 'exp')
+    assert fake(run, args) == first and calls == ['ft_a_s0']
+    assert runs.collect('docs/runs') == {'ft_a_s0': first}
+    # other starting weights: run again, and the store keeps the new result
+    assert fake(dict(run, depends_on='P2'), args)['n'] == 2
+    assert runs.kept_result(run, args) is None
+    # a result whose checkpoint is needed but gone: run again
+    (tmp_path / 'w.pth').unlink()
+    assert runs.kept_result(dict(run, depends_on='P2'), args) is not None
+    assert runs.kept_result(dict(run, depends_on='P2', need_checkpoint=True), args) is None
+    assert fake(dict(run, depends_on='P2', need_checkpoint=True), args)['n'] == 3
+
+
+def test_weights_digest_is_of_the_weights_not_the_file(tmp_path):
+    import torch
+    state = {'a.weight': torch.arange(6.).reshape(2, 3), 'b.bias': torch.ones(2)}
+    torch.save(dict(state_dict=state, meta=dict(time='1')), tmp_path / 'one.pth')
+    torch.save(dict(state_dict=dict(reversed(list(state.items()))), meta=dict(time='2')),
+               tmp_path / 'two.pth')
+    state['b.bias'] = torch.tensor([1., 1.0001])
+    torch.save(dict(state_dict=state), tmp_path / 'three.pth')
+    one, two, three = (runs.weights_digest(str(tmp_path / f'{n}.pth'))
+                       for n in ('one', 'two', 'three'))
+    assert one == two != three and len(one) == 64

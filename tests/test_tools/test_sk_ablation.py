@@ -66,9 +66,11 @@ def test_phases_run_in_order_and_use_given_checkpoints(monkeypatch, tmp_path):
 
     for kind in ('train_run', 'test_run', 'scale_run', 'cost_run'):
         monkeypatch.setattr(sk_ablation, kind, fake(kind))
+    monkeypatch.setattr(sk_ablation, 'weights_digest', lambda path: f'sha:{osp.basename(path)}')
     monkeypatch.setattr('mmdet_sk.datasets.ensure_demo_data', lambda root: None)
+    where = ['--work-dir', str(tmp_path / 'w'), '--store', str(tmp_path / 'store')]
     args = sk_ablation.parse_args(['--p-checkpoint', str(tmp_path / 'p.pth'),
-                                   '--scratch-checkpoint', str(tmp_path / 's.pth')])
+                                   '--scratch-checkpoint', str(tmp_path / 's.pth')] + where)
     sk_ablation.ablation(args)
     assert calls[0] == ('test_run', 'P')  # P given: evaluated, not trained
     step0 = [n for k, n in calls if n.startswith('step0_')]
@@ -81,10 +83,20 @@ def test_phases_run_in_order_and_use_given_checkpoints(monkeypatch, tmp_path):
     assert calls.index(('scale_run', 'scale_neck')) == calls.index(('train_run',
                                                                     'ft_neck_s0')) + 1
     assert calls[-1] == ('cost_run', 'cost')
+    # P's digest is kept with P's result
+    assert json.loads((tmp_path / 'store' / 'P.json').read_text())['digest'] == 'sha:p.pth'
 
     calls.clear()
-    sk_ablation.ablation(sk_ablation.parse_args(['--stop-after', 'step0']))
+    sk_ablation.ablation(sk_ablation.parse_args(['--stop-after', 'step0'] + where))
     assert calls[0] == ('train_run', 'P') and calls[-1] == ('test_run', 'step0_gate_lr1x')
+
+
+def test_runs_from_another_p_are_left_out_of_the_report():
+    results = dict(P=dict(digest='A'), ft_plain_s0=dict(depends_on='A'),
+                   ft_plain_s1=dict(depends_on='B'), scale_scratch_shipped=dict(
+                       depends_on='S', scratch=True), cost=dict(arms={}))
+    assert set(sk_ablation.current(results)) == {'P', 'ft_plain_s0', 'scale_scratch_shipped',
+                                                 'cost'}
 
 
 def _results(diffs):

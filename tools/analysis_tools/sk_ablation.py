@@ -75,9 +75,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the sibling benchmark tools
 
 from mmdet_sk.analysis.report import md_table, seed_plot, write_json, write_text  # noqa: E402
-from mmdet_sk.analysis.runs import (FT_ITERS, collect, kept, set_gate_keys,  # noqa: E402
-                                    set_sk_option, sh, stored, test_run, train_run,
-                                    write_config)
+from mmdet_sk.analysis.runs import (FT_ITERS, collect, kept, kept_result,  # noqa: E402
+                                    save_result, set_gate_keys, set_sk_option, sh, stored,
+                                    test_run, train_run, weights_digest, write_config)
 from mmdet_sk.analysis.stats import (choose_default, fmt, paired_difference,  # noqa: E402
                                      paired_verdict, summary)
 
@@ -126,6 +126,8 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', default='work_dirs/sk_ablation', help='runs and results')
     parser.add_argument('--report-dir', default='docs',
                         help='sk_ablation.{md,json,png} go here')
+    parser.add_argument('--store', default='docs/sk_ablation_runs',
+                        help='every finished run\'s result, kept across sessions (commit it)')
     parser.add_argument('--data-root', default='data/coco_shapes',
                         help='the demo set (generated with the demo defaults if missing)')
     parser.add_argument('--usage-images', type=int, default=50,
@@ -149,10 +151,11 @@ def arm_run(arm: str, seed: int, **kw) -> dict:
                 gate=None if arm == 'plain' else True, **kw)
 
 
-def plan(p_ckpt: str):
+def plan(p_ckpt: str, p_digest: str = None):
     """The fine-tuning runs in the order they run: seed-major, arms in ``ARMS`` order."""
     return [arm_run(arm, seed, name=f'ft_{arm}_s{seed}', phase='finetune', iters=FT_ITERS,
-                    finetune=True, load_from=p_ckpt) for seed in SEEDS for arm in ARMS]
+                    finetune=True, load_from=p_ckpt, depends_on=p_digest)
+            for seed in SEEDS for arm in ARMS]
 
 
 # --------------------------------------------------------------------------- scale, cost
@@ -235,44 +238,73 @@ def cost_run(run, args, work_dir, config):
 # --------------------------------------------------------------------------- the ablation
 
 
+def p_model(args):
+    """P's checkpoint and its :func:`weights_digest`: given, or trained here (again, when the
+    checkpoint of a kept P is gone with the session that trained it)."""
+    if args.p_checkpoint:
+        ckpt = osp.abspath(args.p_checkpoint)
+        digest = weights_digest(ckpt)
+        p = test_run(dict(name='P', arm='P', seed=0, config=PLAIN, load_from=ckpt,
+                          depends_on=digest, source='--p-checkpoint'), args)
+    else:
+        p = train_run(dict(name='P', arm='P', seed=0, iters=SCRATCH_ITERS, config=PLAIN,
+                           need_checkpoint=True), args)
+        ckpt = osp.join(ROOT, p['checkpoint'])
+        digest = p.get('digest') or weights_digest(ckpt)
+    if p.get('digest') != digest:
+        save_result('P', dict(p, digest=digest), args)
+    return ckpt, digest
+
+
 def ablation(args):
     from mmdet_sk.datasets import ensure_demo_data
     ensure_demo_data(osp.join(ROOT, args.data_root))
-    if args.p_checkpoint:
-        p = test_run(dict(name='P', arm='P', seed=0, config=PLAIN,
-                          load_from=osp.abspath(args.p_checkpoint), source='--p-checkpoint'),
-                     args)
-        p_ckpt = p['load_from']
-    else:
-        p = train_run(dict(name='P', arm='P', seed=0, iters=SCRATCH_ITERS, config=PLAIN), args)
-        p_ckpt = osp.join(ROOT, p['checkpoint'])
+    p_ckpt, p_digest = p_model(args)
+    print(f'P: {p_ckpt} (weights sha256 {p_digest[:12]})', flush=True)
     if args.stop_after == 'P':
         return
 
     for arm in SK_ARMS:
-        test_run(arm_run(arm, 0, name=f'step0_{arm}', phase='step0', load_from=p_ckpt), args)
+        test_run(arm_run(arm, 0, name=f'step0_{arm}', phase='step0', load_from=p_ckpt,
+                         depends_on=p_digest), args)
     if args.stop_after == 'step0':
         return
 
-    for run in plan(p_ckpt):
-        result = train_run(run, args)
+    for run in plan(p_ckpt, p_digest):
+        scale = None
         if run['seed'] == SEEDS[0] and run['arm'] != 'plain':  # scale analysis of seed 0
-            scale_run(arm_run(run['arm'], 0, name=f'scale_{run["arm"]}', phase='scale',
-                              checkpoint=osp.join(ROOT, result['checkpoint'])), args)
+            scale = arm_run(run['arm'], 0, name=f'scale_{run["arm"]}', phase='scale',
+                            depends_on=p_digest)
+            # its checkpoint must be on disk until the scale analysis has run
+            run['need_checkpoint'] = kept_result(scale, args) is None
+        result = train_run(run, args)
+        if scale is not None:
+            scale_run(dict(scale, checkpoint=osp.join(ROOT, result['checkpoint'])), args)
     if args.stop_after == 'finetune':
         return
 
+    scale = arm_run('shipped', 0, name='scale_scratch_shipped', phase='scale', scratch=True)
     if args.scratch_checkpoint:
         scratch_ckpt = osp.abspath(args.scratch_checkpoint)
+        scale['depends_on'] = weights_digest(scratch_ckpt)
     else:
         scratch = train_run(arm_run('shipped', 0, name='scratch_shipped_s0', phase='scratch',
-                                    iters=SCRATCH_ITERS), args)
+                                    iters=SCRATCH_ITERS,
+                                    need_checkpoint=kept_result(scale, args) is None), args)
         scratch_ckpt = osp.join(ROOT, scratch['checkpoint'])
-    scale_run(arm_run('shipped', 0, name='scale_scratch_shipped', phase='scale',
-                      checkpoint=scratch_ckpt, scratch=True), args)
+    scale_run(dict(scale, checkpoint=scratch_ckpt), args)
     if args.stop_after == 'scale':
         return
     cost_run(dict(name='cost', config=PLAIN, seed=0, rounds=7), args)
+
+
+def current(results: dict) -> dict:
+    """The results that belong to the current P: P itself, the runs that started from its
+    weights, the from-scratch runs and the cost (a store may keep runs from another P)."""
+    digest = (results.get('P') or {}).get('digest')
+    return {k: r for k, r in results.items()
+            if k in ('P', 'cost') or r.get('depends_on') in (None, digest) or
+            r.get('scratch') or r.get('phase') == 'scratch'}
 
 
 # --------------------------------------------------------------------------- report
@@ -411,7 +443,7 @@ def main():
     args = parse_args()
     if not args.report:
         ablation(args)
-    report(collect(args.work_dir), args)
+    report(current(collect(args.store)), args)
 
 
 if __name__ == '__main__':

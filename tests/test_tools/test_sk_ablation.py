@@ -143,3 +143,25 @@ def test_report_and_decision(tmp_path, monkeypatch):
     decision = sk_ablation.report(partial, args)
     assert decision['arm'] is None and 'not all seeds have run yet' in decision['why']
     assert 'not all seeds yet' in (tmp_path / 'out' / 'sk_ablation.md').read_text()
+
+
+def test_cost_counts_and_times_every_arm_against_plain(monkeypatch, tmp_path):
+    arms = {a: sk_ablation.ARMS[a] for a in ('plain', 'neck', 'skconv')}
+    monkeypatch.setattr(sk_ablation, 'ARMS', arms)
+    args = sk_ablation.parse_args(['--work-dir', str(tmp_path / 'w'),
+                                   '--store', str(tmp_path / 'store')])
+    cost = sk_ablation.cost_run(dict(name='cost', config=sk_ablation.PLAIN, seed=0, rounds=1),
+                                args)
+    out = cost['arms']
+    assert set(out) == set(arms) and cost['shape'] == sk_ablation.DEMO_SHAPE
+    assert out['plain']['train_step_ratio'] == 1.0
+    for arm in ('neck', 'skconv'):  # SK adds parameters and work to the plain detector
+        assert out[arm]['params'] > out['plain']['params']
+        assert out[arm]['flops'] > out['plain']['flops']
+        assert out[arm]['train_step_ms'] > 0
+    # kept: the second call reads the stored result instead of measuring again
+    stored = json.loads((tmp_path / 'store' / 'cost.json').read_text())
+    assert stored['arms'] == out
+    monkeypatch.setattr(sk_ablation, 'write_config', None)  # would fail if it ran again
+    assert sk_ablation.cost_run(dict(name='cost', config=sk_ablation.PLAIN, seed=0,
+                                     rounds=1), args)['arms'] == out

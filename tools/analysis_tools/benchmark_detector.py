@@ -147,6 +147,22 @@ def build(cfg: Config) -> nn.Module:
     return model
 
 
+def train_step(model: nn.Module, x: torch.Tensor, batch: list) -> Callable:
+    """One training step of ``model`` on ``x`` and ``batch`` (see :func:`samples`) as a
+    callable: the losses, backward and an SGD step at lr 0 (the work of a step, with the same
+    weights, and proposals, in every call)."""
+    optim = torch.optim.SGD(model.parameters(), lr=0., momentum=0.9, weight_decay=1e-4)
+
+    def step() -> None:
+        model.train()
+        loss, _ = model.parse_losses(model(x, batch, mode='loss'))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+
+    return step
+
+
 class Features(nn.Module):
     """Backbone + neck of a detector as a module, for the FLOP counter."""
 
@@ -237,9 +253,6 @@ def main() -> None:
         x = torch.rand(1, 3, ph, pw, generator=torch.Generator().manual_seed(0))
         if hasattr(model, 'roi_head'):
             model.roi_head.bbox_roi_extractor.register_forward_hook(count_rois(key))
-        # lr 0: the work of a step, and the same weights (and proposals) in every round.
-        optim = torch.optim.SGD(model.parameters(), lr=0., momentum=0.9, weight_decay=1e-4)
-
         def predict(model=model, x=x, s=samples(ph, pw, False)):
             model.eval()
             with torch.no_grad():
@@ -250,15 +263,8 @@ def main() -> None:
             with torch.no_grad():
                 model.extract_feat(x)
 
-        def step(model=model, x=x, s=samples(ph, pw, True, classes[key]), optim=optim):
-            model.train()
-            losses = model(x, s, mode='loss')
-            loss, _ = model.parse_losses(losses)
-            optim.zero_grad()
-            loss.backward()
-            optim.step()
-
-        infer[key], feat[key], train[key] = predict, extract, step
+        infer[key], feat[key] = predict, extract
+        train[key] = train_step(model, x, samples(ph, pw, True, classes[key]))
 
     for kind, fns in (('infer_ms', infer), ('features_ms', feat), ('train_ms', train)):
         for fn in fns.values() if not args.quick else ():

@@ -183,24 +183,6 @@ def scale_run(run, args, work_dir, config):
                 summary=large_kernel_summary(verdicts))
 
 
-def train_step_fn(model, shape):
-    """One training step's work (forward in ``mode='loss'`` + backward) on 3 demo boxes."""
-    import torch
-    from benchmark_detector import samples
-    x = torch.rand(1, 3, *shape)
-    batch = samples(*shape, with_gt=True, classes=5)
-    model.train()
-
-    def step():
-        losses = model(x, batch, mode='loss')
-        total = sum(v.sum() if hasattr(v, 'sum') else sum(t.sum() for t in v)
-                    for k, v in losses.items() if 'loss' in k)
-        total.backward()
-        model.zero_grad(set_to_none=True)
-
-    return step
-
-
 @kept
 def cost_run(run, args, work_dir, config):
     """Params, FLOPs and train-step time of every arm, the time relative to ``plain``."""
@@ -209,7 +191,7 @@ def cost_run(run, args, work_dir, config):
     import torch
     from mmengine.config import Config
     from mmengine.logging import MMLogger
-    from benchmark_detector import build
+    from benchmark_detector import build, num_classes, samples, train_step
     from benchmark_sk import interleaved
     from get_flops import model_complexity
     import mmdet_sk  # noqa: F401
@@ -223,7 +205,8 @@ def cost_run(run, args, work_dir, config):
         os.makedirs(arm_dir, exist_ok=True)
         cfg = Config.fromfile(write_config(arm_run(arm, 0), arm_dir))
         flops = model_complexity(cfg, DEMO_SHAPE)
-        steps[arm] = train_step_fn(build(cfg), DEMO_SHAPE)
+        x = torch.rand(1, 3, *DEMO_SHAPE, generator=torch.Generator().manual_seed(0))
+        steps[arm] = train_step(build(cfg), x, samples(*DEMO_SHAPE, True, num_classes(cfg)))
         out[arm] = dict(params=flops['params'], flops=flops['flops'])
     for fn in steps.values():  # warm-up
         fn()

@@ -16,6 +16,7 @@ resumes from its last checkpoint. A run that starts from trained weights names t
 import json
 import os
 import os.path as osp
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,7 +82,9 @@ def set_gate_keys(cfg, entry: Optional[dict]) -> None:
     keys.pop('.gate', None)
     if entry is not None:
         keys['.gate'] = dict(entry)
-    cfg.optim_wrapper['paramwise_cfg'] = dict(custom_keys=keys)
+    paramwise = dict(cfg.optim_wrapper.get('paramwise_cfg') or {})
+    paramwise['custom_keys'] = keys
+    cfg.optim_wrapper['paramwise_cfg'] = paramwise
 
 
 def write_config(run: dict, work_dir: str) -> str:
@@ -123,10 +126,12 @@ def json_lines(path: str) -> List[dict]:
 
 
 def train_log(work_dir: str) -> List[dict]:
-    """The scalars of the newest training under ``work_dir`` (MMEngine's vis_data)."""
+    """The scalars of every training under ``work_dir`` (MMEngine's vis_data), oldest first:
+    a resumed run's records follow those of the part that was cut off."""
     runs = sorted(d for d in os.listdir(work_dir)
                   if osp.isfile(osp.join(work_dir, d, 'vis_data', 'scalars.json')))
-    return json_lines(osp.join(work_dir, runs[-1], 'vis_data', 'scalars.json'))
+    return [r for d in runs for r in json_lines(osp.join(work_dir, d, 'vis_data',
+                                                         'scalars.json'))]
 
 
 def metrics_of(record: dict) -> dict:
@@ -188,7 +193,8 @@ def _usable(result: Optional[dict], run: dict) -> bool:
     later (``need_checkpoint``), that checkpoint is still on disk."""
     if result is None or result.get('depends_on') != run.get('depends_on'):
         return False
-    return not run.get('need_checkpoint') or osp.isfile(osp.join(ROOT, result['checkpoint']))
+    return not run.get('need_checkpoint') or osp.isfile(osp.join(ROOT, result.get('checkpoint')
+                                                                 or ''))
 
 
 def _read(path: str) -> Optional[dict]:
@@ -227,6 +233,22 @@ def save_result(name: str, result: dict, args) -> None:
         _write(path, result)
 
 
+def _claim(work_dir: str, run: dict) -> None:
+    """Make ``work_dir`` the folder of ``run``, to resume in only if it is this run's.
+
+    A folder left by a finished run whose result is no longer usable, or by a run started
+    for other weights (``depends_on``) or another base config, is cleared first: resuming
+    there would continue that run (``--resume`` takes the folder's last checkpoint and
+    ignores ``load_from``). The folder's ``run.json`` says whose it is.
+    """
+    marker = osp.join(work_dir, 'run.json')
+    mine = dict(depends_on=run.get('depends_on'), config=run['config'])
+    if osp.isdir(work_dir) and (_read(marker) != mine
+                                or osp.isfile(osp.join(work_dir, 'result.json'))):
+        shutil.rmtree(work_dir)
+    _write(marker, mine)
+
+
 def kept(fn: Callable) -> Callable:
     """Run ``fn(run, args, work_dir, config)`` once per run.
 
@@ -234,7 +256,8 @@ def kept(fn: Callable) -> Callable:
     to the repository). The result is written to ``<work_dir>/<run name>/result.json`` and,
     if ``args.store`` names a folder (one that is committed: work dirs do not outlive a
     session), to ``<store>/<run name>.json``; whenever the experiment starts again, a kept
-    result is returned instead of running again, if it is usable (:func:`_usable`).
+    result is returned instead of running again, if it is usable (:func:`_usable`);
+    otherwise the run's folder is claimed for it (:func:`_claim`) and ``fn`` runs.
     """
 
     def wrapper(run: dict, args) -> dict:
@@ -242,7 +265,7 @@ def kept(fn: Callable) -> Callable:
         if result is not None:
             return result
         work_dir = osp.join(ROOT, args.work_dir, run['name'])
-        os.makedirs(work_dir, exist_ok=True)
+        _claim(work_dir, run)
         result = fn(run, args, work_dir, write_config(run, work_dir))
         save_result(run['name'], result, args)
         if 'metrics' in result:
@@ -267,21 +290,28 @@ def train_run(run: dict, args, work_dir: str, config: str) -> dict:
     from mmdet_sk.datasets import data_root_options
     print(f'[{_stamp()}] {run["name"]}: training {run["iters"]} iterations', flush=True)
     # A run cut off by the end of a session resumes from its last checkpoint (exactly:
-    # AtomicCheckpointHook keeps the RNG state); its wall time then counts the last part only.
+    # AtomicCheckpointHook keeps the RNG state); its wall time then counts the last part only,
+    # its losses and s/iter every part (an iteration run twice: its last record).
     resumed = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
+    options = ['--cfg-options'] + data_root_options(args.data_root)
     start = time.time()
     sh([sys.executable, 'tools/train.py', config, '--work-dir', work_dir] +
-       (['--resume'] if resumed else []) + ['--cfg-options'] +
-       data_root_options(args.data_root), osp.join(work_dir, 'run.log'))
-    wall = time.time() - start
-    log = train_log(work_dir)
-    train = [r for r in log if 'loss' in r]
-    final = [r for r in log if 'coco/bbox_mAP' in r][-1]
+       (['--resume'] if resumed else []) + options, osp.join(work_dir, 'run.log'))
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
+    log = train_log(work_dir)
+    train = list({r['iter']: r for r in log if 'loss' in r}.values())
+    final = [r for r in log if 'coco/bbox_mAP' in r]
+    if final:
+        metrics = metrics_of(final[-1])
+    else:  # cut off in the final validation, which follows the last checkpoint: test that
+        sh([sys.executable, 'tools/test.py', config, checkpoint, '--work-dir', work_dir] +
+           options, osp.join(work_dir, 'run.log'))
+        metrics = last_test_metrics(work_dir)
+    wall = time.time() - start
     result = dict(stored(run), config=osp.relpath(config, ROOT), wall_s=round(wall, 1),
                   s_per_iter=round(statistics.median(r['time'] for r in train), 3),
-                  loss=[(r['iter'], r['loss']) for r in train], metrics=metrics_of(final),
+                  loss=[(r['iter'], r['loss']) for r in train], metrics=metrics,
                   checkpoint=osp.relpath(checkpoint, ROOT), resumed=resumed,
                   base_config=run['config'])
     if args.usage_images:

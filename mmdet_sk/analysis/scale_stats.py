@@ -124,8 +124,6 @@ def verdicts(table: dict, groups: Dict[str, SKGroup], bucket: str = 'all',
     return out
 
 
-
-
 def large_kernel_summary(verdict_table: dict) -> dict:
     """Sum the verdicts of the SK sites up: how many rise, and by how much.
 

@@ -130,8 +130,8 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
     """One line on what of ``model`` a checkpoint does not provide, or None if it has it all.
 
     SK blocks none of whose keys the checkpoint has (a checkpoint of the detector without SK;
-    for an ``SKConv``, none but the replaced conv's ``weight``/``bias``) keep their initialisation when it is loaded (see :class:`SKAttention`); they are counted,
-    not listed. Any other weight the checkpoint lacks is left to MMEngine's own warning.
+    for an ``SKConv``, none but the replaced conv's ``weight``/``bias``) keep their
+    initialisation when it is loaded (see :class:`SKAttention`); they are counted, not listed. Any other weight the checkpoint lacks is left to MMEngine's own warning.
 
     Args:
         model (nn.Module): The (unwrapped) model the checkpoint is loaded into.
@@ -149,6 +149,7 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
     missing = [k for k in own if k not in keys]
     if not missing:
         return None
+
     def sk_keys_absent(name: str, module: nn.Module) -> bool:
         # an SKConv's weight (and bias) are those of the conv it replaced: not SK's own
         kept = (f'{name}.weight', f'{name}.bias') if isinstance(module, SKConv) else ()
@@ -163,7 +164,8 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
             f'{total:,} values) from the checkpoint; {len(new)} tensors ({count(new):,} values) '
             f'new in {len(blocks)} SK blocks keep their initialisation')
     if blocks and all(m.gate is not None for m in blocks.values()):
-        line += ' (the identity with gate=True)'
+        line += (' (gate=True: each computes what it replaced, the identity or the conv, '
+                 'until its gate moves)')
     others = len(missing) - len(new)
     if others:
         line += f'; {others} other tensors are missing (listed by MMEngine below)'

@@ -35,8 +35,10 @@ def test_sk_options_reach_skconv_and_the_gate_entry(tmp_path):
     assert runs.set_sk_option(cfg, 'fuse_cfg', None) == 1 and cfg.model.backbone.dcn.fuse_cfg is None
     assert runs.set_sk_option(Config.fromfile(osp.join(runs.ROOT, PLAIN)), 'gate', True) == 0
     assert runs.gate_keys(cfg) == dict(decay_mult=0.0, lr_mult=10.0)
+    cfg.optim_wrapper.paramwise_cfg.norm_decay_mult = 0.0
     runs.set_gate_keys(cfg, dict(decay_mult=0.0))
     assert runs.gate_keys(cfg) == dict(decay_mult=0.0)
+    assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0  # other options kept
     runs.set_gate_keys(cfg, None)
     assert runs.gate_keys(cfg) is None
 
@@ -62,12 +64,20 @@ def test_finished_runs_are_kept_and_skipped(tmp_path, monkeypatch):
     assert not (tmp_path / 'study' / 'ft_plain_s1' / 'result.json.tmp').exists()
 
 
-def test_a_cut_off_training_resumes(tmp_path, monkeypatch):
-    """A run folder with ``last_checkpoint`` but no result: train.py gets ``--resume``."""
+def _cut_off_run(tmp_path, monkeypatch, marker, final_val=True):
+    """A run folder with ``last_checkpoint`` and no result, left by ``marker``'s run (None:
+    no marker); train.py "resumes" to iteration 120 (its final validation logged only with
+    ``final_val``), test.py logs its metrics. The commands run and the result."""
     monkeypatch.setattr(runs, 'ROOT', str(tmp_path))
     work_dir = tmp_path / 'exp' / 'ft_plain_s0'
     work_dir.mkdir(parents=True)
     (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_100.pth'))
+    if marker is not None:
+        (work_dir / 'run.json').write_text(json.dumps(marker))
+    first = work_dir / '20260101_000000' / 'vis_data'  # the part before the cut-off
+    first.mkdir(parents=True)
+    (first / 'scalars.json').write_text('\n'.join(
+        json.dumps(dict(iter=i, loss=9.0, time=4.0)) for i in (90, 100, 110)))
     (tmp_path / 'configs').mkdir()
     with open(osp.join(REPO, PLAIN)) as f:  # its _base_ is an mmdet:: config
         (tmp_path / 'configs' / 'c.py').write_text(f.read())
@@ -75,21 +85,60 @@ def test_a_cut_off_training_resumes(tmp_path, monkeypatch):
 
     def fake_sh(cmd, log):
         commands.append(cmd)
-        vis = work_dir / '20260101_000000' / 'vis_data'
+        metrics = {f'coco/{m}': 0.4 for m in runs.METRICS}
+        if 'tools/test.py' in cmd:
+            stamp = work_dir / '20260101_000002'
+            stamp.mkdir()
+            (stamp / '20260101_000002.json').write_text(json.dumps(metrics))
+            return
+        vis = work_dir / '20260101_000001' / 'vis_data'
         vis.mkdir(parents=True)
         records = [dict(iter=i, loss=1.0 / i, time=2.0) for i in (110, 120)]
-        records.append({f'coco/{m}': 0.4 for m in runs.METRICS})
-        (vis / 'scalars.json').write_text('\n'.join(json.dumps(r) for r in records))
+        (vis / 'scalars.json').write_text('\n'.join(
+            json.dumps(r) for r in records + ([metrics] if final_val else [])))
         (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_120.pth'))
 
     monkeypatch.setattr(runs, 'sh', fake_sh)
     args = type('Args', (), dict(work_dir='exp', data_root='data/x', usage_images=0))
-    result = runs.train_run(dict(name='ft_plain_s0', seed=0, iters=120, config='configs/c.py'),
-                            args)
-    assert '--resume' in commands[0] and result['resumed']
-    assert result['metrics']['bbox_mAP'] == 0.4 and result['s_per_iter'] == 2.0
+    result = runs.train_run(dict(name='ft_plain_s0', seed=0, iters=120, config='configs/c.py',
+                                 depends_on='P1'), args)
+    return commands, result
+
+
+def test_a_cut_off_training_resumes(tmp_path, monkeypatch):
+    """The folder is the run's own: train.py gets ``--resume``; the losses of both parts
+    count, an iteration run twice with its last record."""
+    commands, result = _cut_off_run(tmp_path, monkeypatch,
+                                    dict(depends_on='P1', config='configs/c.py'))
+    assert len(commands) == 1 and '--resume' in commands[0] and result['resumed']
+    assert result['metrics']['bbox_mAP'] == 0.4
+    assert [it for it, _ in result['loss']] == [90, 100, 110, 120]
+    assert dict(result['loss'])[110] == 1.0 / 110
+    assert result['s_per_iter'] == 3.0  # median of 4, 4 (first part), 2, 2
     assert result['checkpoint'] == osp.join('exp', 'ft_plain_s0', 'iter_120.pth')
     assert 'usage' not in result
+
+
+def test_a_run_cut_off_in_its_final_validation_tests_its_last_checkpoint(tmp_path,
+                                                                         monkeypatch):
+    commands, result = _cut_off_run(tmp_path, monkeypatch,
+                                    dict(depends_on='P1', config='configs/c.py'),
+                                    final_val=False)
+    assert 'tools/train.py' in commands[0] and 'tools/test.py' in commands[1]
+    assert osp.basename(commands[1][commands[1].index('tools/test.py') + 2]) == 'iter_120.pth'
+    assert result['metrics']['bbox_mAP'] == 0.4
+
+
+def test_a_folder_left_by_another_run_is_not_resumed(tmp_path, monkeypatch):
+    """Started from other weights, or from before folders were marked: trained afresh (a
+    resume would continue that run and ignore ``load_from``)."""
+    for marker in (dict(depends_on='P0', config='configs/c.py'), None):
+        commands, result = _cut_off_run(tmp_path / str(marker is None), monkeypatch, marker)
+        assert '--resume' not in commands[0] and not result['resumed']
+        assert [it for it, _ in result['loss']] == [110, 120]  # the old part is gone
+        work_dir = tmp_path / str(marker is None) / 'exp' / 'ft_plain_s0'
+        assert json.loads((work_dir / 'run.json').read_text()) == dict(
+            depends_on='P1', config='configs/c.py')
 
 
 def test_store_keeps_results_across_sessions_for_the_same_weights(tmp_path, monkeypatch):

@@ -86,7 +86,7 @@ def test_plain_checkpoint_loads_whole(pair):
     new = [k for k in new if 'num_batches' not in k]
     values = sum(sk.state_dict()[k].numel() for k in new)
     assert (f'{len(new)} tensors ({values:,} values) new in {len(blocks)} SK blocks keep '
-            f'their initialisation (the identity with gate=True)') in summary
+            f'their initialisation (gate=True: each computes what it replaced') in summary
     assert 'other tensors are missing' not in summary
 
 

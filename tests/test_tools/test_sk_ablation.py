@@ -122,7 +122,8 @@ def test_report_and_decision(tmp_path, monkeypatch):
     monkeypatch.setattr(sk_ablation, 'ROOT', str(tmp_path))
     args = sk_ablation.parse_args(['--report-dir', 'out'])
     diffs = dict(shipped=(-0.01, -0.012, -0.011), gate_lr1x=(0.004, 0.006, 0.005),
-                 neck=(0.02, -0.01, 0.03), paper_fuse=(-0.011, -0.009, -0.010))
+                 neck=(0.02, -0.01, 0.03), paper_fuse=(-0.011, -0.009, -0.010),
+                 skconv=(-0.02, -0.018, -0.022))
     decision = sk_ablation.report(_results(diffs), args)
     # gate_lr1x vs shipped: +0.016 in every seed -> higher -> the new default
     assert decision['arm'] == 'gate_lr1x' and decision['decided']
@@ -132,6 +133,9 @@ def test_report_and_decision(tmp_path, monkeypatch):
     assert 'gate lr 1x | 0.515 ± 0.011 (0.504, 0.516, 0.525) | +0.005 ± 0.001' in md
     assert '+0.016 ± 0.002 (+0.014, +0.018, +0.016), 3/3: higher' in md
     assert 'neck 500* (2.50)' in md
+    # outside the rule: SKConv against SK in the same place (backbone at plain's values)
+    assert ('SKConv against SK in the backbone only, the arm with SK in the same place: '
+            'paired difference -0.020 ± 0.002 (-0.020, -0.018, -0.022), 0/3: lower') in md
     assert 'Decision (the rule in the docstring): gate_lr1x beats shipped by +0.016' in md
     data = json.loads((tmp_path / 'out' / 'sk_ablation.json').read_text())
     assert data['table']['neck']['vs_plain_verdict'] == 'no difference'
@@ -148,17 +152,22 @@ def test_report_and_decision(tmp_path, monkeypatch):
 def test_cost_counts_and_times_every_arm_against_plain(monkeypatch, tmp_path):
     arms = {a: sk_ablation.ARMS[a] for a in ('plain', 'neck', 'skconv')}
     monkeypatch.setattr(sk_ablation, 'ARMS', arms)
+    from mmengine.logging import MMLogger
+    level = MMLogger.get_current_instance().level
     args = sk_ablation.parse_args(['--work-dir', str(tmp_path / 'w'),
                                    '--store', str(tmp_path / 'store')])
     cost = sk_ablation.cost_run(dict(name='cost', config=sk_ablation.PLAIN, seed=0, rounds=1),
                                 args)
     out = cost['arms']
     assert set(out) == set(arms) and cost['shape'] == sk_ablation.DEMO_SHAPE
-    assert out['plain']['train_step_ratio'] == 1.0
+    for arm in arms:
+        assert out[arm]['train_step_ratio'] == pytest.approx(
+            out[arm]['train_step_ms'] / out['plain']['train_step_ms'], abs=2e-3)
     for arm in ('neck', 'skconv'):  # SK adds parameters and work to the plain detector
         assert out[arm]['params'] > out['plain']['params']
         assert out[arm]['flops'] > out['plain']['flops']
         assert out[arm]['train_step_ms'] > 0
+    assert MMLogger.get_current_instance().level == level  # the logger is as it was
     # kept: the second call reads the stored result instead of measuring again
     stored = json.loads((tmp_path / 'store' / 'cost.json').read_text())
     assert stored['arms'] == out

@@ -253,6 +253,7 @@ def main() -> None:
         x = torch.rand(1, 3, ph, pw, generator=torch.Generator().manual_seed(0))
         if hasattr(model, 'roi_head'):
             model.roi_head.bbox_roi_extractor.register_forward_hook(count_rois(key))
+
         def predict(model=model, x=x, s=samples(ph, pw, False)):
             model.eval()
             with torch.no_grad():

@@ -621,6 +621,7 @@ def run_grid(families: List[List[dict]], macs: Callable, run: Callable, ref: str
           f'{os.getloadavg()[0]:.2f}')
     return rows, skipped
 
+
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
@@ -678,6 +679,7 @@ def main() -> None:
             json.dump(dict(meta=meta, rows=rows, skipped=skipped,
                            skconv=dict(rows=sk_rows, skipped=sk_skipped)), f, indent=1)
         print(f'wrote {args.json}')
+
 
 if __name__ == '__main__':
     main()

@@ -34,7 +34,6 @@ SK site on the first ``--usage-images`` val images. Outputs: ``--report-dir``/sk
 json,png} and the verdicts, printed and in the Markdown.
 """
 import argparse
-import os
 import os.path as osp
 import statistics
 import sys
@@ -45,7 +44,7 @@ sys.path.insert(0, ROOT)
 from mmdet_sk.analysis.report import md_table, seed_plot, write_json, write_text  # noqa: E402
 from mmdet_sk.analysis.runs import (FT_ITERS, collect, gate_keys, set_gate_keys,  # noqa: E402
                                     test_run, train_run)
-from mmdet_sk.analysis.stats import fmt, spread_verdict, summary  # noqa: E402
+from mmdet_sk.analysis.stats import MIN_DIFF, fmt, spread_verdict, summary  # noqa: E402
 
 PLAIN = 'configs/demo/faster-rcnn_r18_fpn_shapes.py'
 SK = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
@@ -168,7 +167,7 @@ def verdicts(table):
     """Plain statements of what the numbers support, with the rule each one uses.
 
     A difference counts when the arms' means differ by more than the larger of their two
-    seed standard deviations (and by more than 0.005 mAP); otherwise it is within the seed
+    seed standard deviations (and by more than ``MIN_DIFF`` = 0.005 mAP); otherwise it is within the seed
     spread.
     """
     lines = []
@@ -179,7 +178,7 @@ def verdicts(table):
         if verdict is None:
             lines.append(f'{what}: not all seeds have run yet')
             return
-        spread = max(sa['std'], sb['std'], 0.005)
+        spread = max(sa['std'], sb['std'], MIN_DIFF)
         lines.append(f'{what}: {sa["mean"]:.3f} vs {sb["mean"]:.3f} mAP (difference '
                      f'{sa["mean"] - sb["mean"]:+.3f}, spread {spread:.3f}): {verdict}')
 

@@ -109,7 +109,8 @@ class PluginResNet(ResNet):
         # By keyword: ResNeXt's __init__ (PluginResNeXt) takes groups first.
         super().__init__(depth=depth, plugins=plugins, **kwargs)
         frozen = [i for i, layer_name in enumerate(self.res_layers, 1)
-                  if i <= self.frozen_stages and self._stage_plugins(layer_name)]
+                  if i <= self.frozen_stages and (self._stage_plugins(layer_name)
+                                                  or self._stage_skconvs(layer_name))]
         warn_frozen_plugins(f'{type(self).__name__}-{depth}', frozen, self.frozen_stages)
 
     def make_res_layer(self, **kwargs):
@@ -133,9 +134,13 @@ class PluginResNet(ResNet):
             if i <= self.frozen_stages:
                 continue
             layers.extend(self._stage_plugins(layer_name))
-            layers.extend(block.conv2 for block in getattr(self, layer_name)
-                          if isinstance(getattr(block, 'conv2', None), SKConv))  # dcn=SKConv
+            layers.extend(self._stage_skconvs(layer_name))
         return layers
+
+    def _stage_skconvs(self, layer_name: str) -> list:
+        """The SKConv units (``dcn=dict(type='SKConv')``) of the blocks of one stage."""
+        return [block.conv2 for block in getattr(self, layer_name)
+                if isinstance(getattr(block, 'conv2', None), SKConv)]
 
     def train(self, mode: bool = True) -> 'PluginResNet':
         """As ``ResNet.train``, with the trained stages' plugins training their norms."""

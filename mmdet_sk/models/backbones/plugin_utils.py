@@ -88,7 +88,8 @@ def warn_frozen_plugins(where: str, stages: Sequence[int], frozen_stages: int) -
     print_log(
         f'{where}: plugins in stage(s) {names} are frozen by frozen_stages={frozen_stages} '
         f'(requires_grad=False, eval mode) and will not train: a gated SKAttention there '
-        f'stays the identity. Enable plugins only in stages after {frozen_stages} (e.g. '
+        f'stays the identity, a gated SKConv the conv it replaced. Enable plugins (or '
+        f'stage_with_dcn) only in stages after {frozen_stages} (e.g. '
         f'stages=(False, True, True, True) with frozen_stages=1) or lower frozen_stages.',
         logger='current',
         level=logging.WARNING)

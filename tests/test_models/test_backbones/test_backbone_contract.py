@@ -14,7 +14,7 @@ from mmdet.models.backbones import CSPDarknet, ResNet, ResNeXt
 from mmengine.logging import MMLogger
 
 from mmdet_sk.models.backbones import PluginCSPDarknet, PluginResNet, PluginResNeXt
-from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.models.layers import SKAttention, SKConv
 
 SK = dict(type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=16, reduction=4,
           gate=True)
@@ -62,7 +62,7 @@ def _train_step(model, x):
 
 
 def _sk_blocks(model):
-    return [m for m in model.modules() if isinstance(m, SKAttention)]
+    return [m for m in model.modules() if isinstance(m, (SKAttention, SKConv))]
 
 
 @pytest.mark.parametrize('build', BUILDERS)
@@ -133,6 +133,8 @@ def warnings_logged():
      'PluginResNeXt-50'),
     (lambda stages, frozen: PluginCSPDarknet(**CSP, frozen_stages=frozen, plugins=[
         dict(cfg=SK, stages=stages, position='after_stage')]), 'PluginCSPDarknet'),
+    (lambda stages, frozen: PluginResNet(depth=18, frozen_stages=frozen, dcn=dict(
+        type='SKConv', gate=True), stage_with_dcn=stages), 'PluginResNet-18'),  # SKConv
 ])
 def test_plugins_in_frozen_stages_warn_once(build_with, where, warnings_logged):
     model = build_with((True, True, True, False), 2)

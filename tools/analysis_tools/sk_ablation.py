@@ -14,7 +14,8 @@ from its last checkpoint (exactly). The protocol, fixed here before any run:
    demo-baseline``, the study's P). Trained here unless ``--p-checkpoint`` names that run's
    checkpoint (then P is evaluated, not trained again).
 2. ``step 0``: P evaluated in every SK arm's config before any training: each must give P's
-   COCO metrics exactly (the gated SK starts as the identity; SKConv as P's conv2).
+   COCO metrics exactly (the gated SK starts as the identity; SKConv as P's conv2); the
+   report names any arm that does not.
 3. ``fine-tune``: from P, the study's recipe (200 iterations = two epochs of the 800 training
    images, AdamW lr 5e-4, 20 iterations warm-up, cosine to 5e-5; the gate's optimiser entry
    of the arm's config), **paired seeds** 0, 1, 2 (every arm runs every seed; the seed fixes

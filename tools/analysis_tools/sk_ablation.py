@@ -290,7 +290,7 @@ def ablation(args):
     scale_run(dict(scale, checkpoint=scratch_ckpt), args)
     if args.stop_after == 'scale':
         return
-    cost_run(dict(name='cost', config=PLAIN, seed=0, rounds=7), args)
+    cost_run(dict(name='cost', config=PLAIN, seed=0, rounds=15), args)
 
 
 def current(results: dict) -> dict:

@@ -45,7 +45,7 @@ def seed_plot(path: str, panels: Sequence[Tuple[str, str, Sequence[Tuple[str, di
         if zero_line and zero_line[i]:
             ax.axhline(0, color='0.5', lw=0.8)
         ax.set_xticks(range(len(shown)))
-        ax.set_xticklabels([textwrap.fill(label, 14) for label, _ in shown], fontsize=7)
+        ax.set_xticklabels([textwrap.fill(label, 12) for label, _ in shown], fontsize=7)
         ax.set_ylabel(ylabel)
         ax.set_title(panel_title, fontsize=9)
         ax.grid(axis='y', alpha=0.3)

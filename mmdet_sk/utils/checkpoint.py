@@ -131,7 +131,8 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
 
     SK blocks none of whose keys the checkpoint has (a checkpoint of the detector without SK;
     for an ``SKConv``, none but the replaced conv's ``weight``/``bias``) keep their
-    initialisation when it is loaded (see :class:`SKAttention`); they are counted, not listed. Any other weight the checkpoint lacks is left to MMEngine's own warning.
+    initialisation when it is loaded (see :class:`SKAttention`); they are counted, not listed.
+    Any other weight the checkpoint lacks is left to MMEngine's own warning.
 
     Args:
         model (nn.Module): The (unwrapped) model the checkpoint is loaded into.

@@ -167,8 +167,8 @@ def verdicts(table):
     """Plain statements of what the numbers support, with the rule each one uses.
 
     A difference counts when the arms' means differ by more than the larger of their two
-    seed standard deviations (and by more than ``MIN_DIFF`` = 0.005 mAP); otherwise it is within the seed
-    spread.
+    seed standard deviations (and by more than ``MIN_DIFF`` = 0.005 mAP); otherwise it is
+    within the seed spread.
     """
     lines = []
 

@@ -13,6 +13,15 @@ def _mmdet_registry():
     register_all_modules(init_default_scope=True)
 
 
+@pytest.fixture(autouse=True)
+def _mmdet_scope(_mmdet_registry):
+    """Every test starts in mmdet's default scope, whatever an earlier test's Runner left
+    current (a toy Runner with ``default_scope='mmengine'`` makes that scope current)."""
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        yield
+
+
 @pytest.fixture(scope='session')
 def repo_root():
     return REPO

@@ -311,23 +311,20 @@ def arm_table(results: dict) -> dict:
     for r in results.values():
         if r.get('phase') == 'finetune':
             ft[r['arm']][r['seed']] = r
+    # per arm, seed -> mAP
+    maps = {arm: {s: r['metrics']['bbox_mAP'] for s, r in sorted(runs.items())}
+            for arm, runs in ft.items()}
     table = {}
     for arm in ARMS:
         runs = ft.get(arm, {})
-        maps = {s: r['metrics']['bbox_mAP'] for s, r in sorted(runs.items())}
-        entry = dict(mAP=summary(list(maps.values())), seeds=list(maps), per_seed=maps)
-        base = {s: r['metrics']['bbox_mAP'] for s, r in ft.get('plain', {}).items()}
-        shipped = {s: r['metrics']['bbox_mAP'] for s, r in ft.get(SHIPPED, {}).items()}
-        if arm != 'plain':
-            entry['vs_plain'] = paired_difference(maps, base)
-            entry['vs_plain_verdict'] = paired_verdict(entry['vs_plain'])
-        if arm not in ('plain', SHIPPED):
-            entry['vs_shipped'] = paired_difference(maps, shipped)
-            entry['vs_shipped_verdict'] = paired_verdict(entry['vs_shipped'])
-        if arm == 'skconv':  # outside the rule: against SK in the same place (the docstring)
-            same_place = {s: r['metrics']['bbox_mAP'] for s, r in ft.get('backbone', {}).items()}
-            entry['vs_backbone'] = paired_difference(maps, same_place)
-            entry['vs_backbone_verdict'] = paired_verdict(entry['vs_backbone'])
+        mine = maps.get(arm, {})
+        entry = dict(mAP=summary(list(mine.values())), seeds=list(mine), per_seed=mine)
+        others = ([] if arm == 'plain' else ['plain']) + (
+            [] if arm in ('plain', SHIPPED) else [SHIPPED]) + (
+            ['backbone'] if arm == 'skconv' else [])  # outside the rule (the docstring)
+        for other in others:
+            entry[f'vs_{other}'] = paired_difference(mine, maps.get(other, {}))
+            entry[f'vs_{other}_verdict'] = paired_verdict(entry[f'vs_{other}'])
         usage = [r.get('usage') for _, r in sorted(runs.items()) if r.get('usage')]
         if usage:
             entry['usage'] = {site: statistics.mean(u[site]['rel_change'] for u in usage)

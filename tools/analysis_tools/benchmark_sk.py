@@ -314,25 +314,34 @@ def check_outputs(models: Dict[str, nn.Module], x: Tensor) -> None:
         torch.testing.assert_close(models['fold'](x), ref, rtol=1e-4, atol=1e-4)
 
 
+def measure_modes(x: Tensor, fns_of: Callable, memory: Callable, device: torch.device,
+                  args) -> List[dict]:
+    """One row per mode of ``MODES``: the interleaved times of the callables
+    ``fns_of(mode, x)`` (``x`` requiring grad but in inference) and ``memory(mode, fns)``."""
+    rows = []
+    for mode in MODES:
+        fns = fns_of(mode, x.requires_grad_(mode != 'infer'))
+        ms, rounds = measure(fns, device, args.budget, args.repeats)
+        rows.append(dict(mode=mode, ms=ms, rounds=rounds, peak_mb=memory(mode, fns)))
+    return rows
+
+
 def run_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dict]:
     models = build(preset, shape[1], device)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=gen).to(device)
     grad = torch.randn(shape, generator=gen).to(device)
     check_outputs(models, x)
-    rows = []
-    for mode in MODES:
-        xm = x.requires_grad_(mode != 'infer')
-        fns = calls(models, mode, xm, grad)
-        ms, rounds = measure(fns, device, args.budget, args.repeats)
+
+    def memory(mode, fns):
         if mode == 'fwd':
-            mem = {k: saved_mb(fns[k], [x, *models[k].parameters()]) for k in ('seed', 'ours')}
-        else:
-            mine = 'fold' if mode == 'infer' else 'ours'
-            mem = {k: peak_mb(fns[k], device) for k in ('seed', mine)}
-        rows.append(dict(preset=preset, shape=list(shape), mode=mode, ms=ms, rounds=rounds,
-                         peak_mb=mem))
-    return rows
+            return {k: saved_mb(fns[k], [x, *models[k].parameters()]) for k in ('seed', 'ours')}
+        mine = 'fold' if mode == 'infer' else 'ours'
+        return {k: peak_mb(fns[k], device) for k in ('seed', mine)}
+
+    rows = measure_modes(x, lambda mode, xm: calls(models, mode, xm, grad), memory, device,
+                         args)
+    return [dict(preset=preset, shape=list(shape), **r) for r in rows]
 
 
 def fold_skconv(unit: SKConv) -> SKConv:
@@ -441,17 +450,15 @@ def skconv_combo(slot: dict, device: torch.device, args) -> List[dict]:
     out = (b, c, h, w) if slot['stride'] == 1 else (b, c, _half(h), _half(w))
     grad = torch.randn(out, generator=gen).to(device)
     skconv_check(models, x)
-    rows = []
-    for mode in MODES:
-        xm = x.requires_grad_(mode != 'infer')
-        fns = skconv_calls(models, mode, xm, grad)
-        ms, rounds = measure(fns, device, args.budget, args.repeats)
+
+    def memory(mode, fns):
         if mode == 'fwd':  # the input counted: all that the conv saves
-            mem = {k: saved_mb(fns[k], list(models[k].parameters())) for k in ('conv', 'SK')}
-        else:
-            mem = {k: peak_mb(fns[k], device) for k in ('conv', 'SK')}
-        rows.append(dict(slot, mode=mode, ms=ms, rounds=rounds, peak_mb=mem))
-    return rows
+            return {k: saved_mb(fns[k], list(models[k].parameters())) for k in ('conv', 'SK')}
+        return {k: peak_mb(fns[k], device) for k in ('conv', 'SK')}
+
+    rows = measure_modes(x, lambda mode, xm: skconv_calls(models, mode, xm, grad), memory,
+                         device, args)
+    return [dict(slot, **r) for r in rows]
 
 
 def fmt(value, spec: str, width: int) -> str:

@@ -29,6 +29,7 @@ from mmdet_sk.datasets import data_root_options
 from mmdet_sk.models.layers import SKAttention
 from reliability_utils import (DEMO_SK, REPO, run_preflight, tool, tool_env,
                                weights, write_config)
+from sk_test_utils import with_running_stats
 
 EXTRA = """
 model = dict(
@@ -114,12 +115,7 @@ def sk_detector():
     cfg = Config.fromfile(DEMO_SK)
     cfg.model.backbone.init_cfg = None
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
-    for m in model.modules():  # non-trivial running statistics
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return with_running_stats(MODELS.build(cfg.model), gates=False)
 
 
 def test_syncbn_conversion_reaches_sk_blocks(sk_detector):

@@ -8,7 +8,7 @@ from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
 from mmdet_sk.models.layers._seed_sk import SeedSKAttention
-from sk_test_utils import requires_torch
+from sk_test_utils import requires_torch, with_running_stats
 
 PRESETS = [
     dict(kernels=(1, 3, 5, 7)),
@@ -20,14 +20,7 @@ PRESETS = [
 def _trained_block(**kwargs) -> SKAttention:
     """A block whose BatchNorms carry statistics and affine parameters far from the defaults."""
     torch.manual_seed(0)
-    block = SKAttention(32, **kwargs)
-    for m in block.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.5)
-            m.running_var.uniform_(0.2, 3)
-            m.weight.data.uniform_(0.5, 2)
-            m.bias.data.normal_(0, 0.5)
-    return block.eval()
+    return with_running_stats(SKAttention(32, **kwargs), gates=False)
 
 
 @pytest.mark.parametrize('kwargs', PRESETS)

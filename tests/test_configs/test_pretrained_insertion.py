@@ -10,12 +10,12 @@ parameters and running statistics (a freshly built ResNet ends each block with a
 import os.path as osp
 import re
 
-import mmdet
 import pytest
 import torch
 from mmdet.registry import MODELS
 from mmdet.testing import demo_mm_inputs
 from mmengine.config import Config
+from mmengine.hub import get_config
 from mmengine.logging import MessageHub
 
 from mmdet_sk.models.layers import SKAttention, SKConv
@@ -40,9 +40,8 @@ def _configs(case, tmp_path):
         text = re.sub(r"^_base_ = .*$", f"_base_ = '{base}'", text, count=1, flags=re.M)
         sk_config = tmp_path / 'sk_delta.py'
         sk_config.write_text(text)
-    mim_configs = osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs')
     sk_cfg = Config.fromfile(osp.join(REPO, sk_config))
-    plain_cfg = Config.fromfile(osp.join(mim_configs, base[len('mmdet::'):]))
+    plain_cfg = get_config(base)
     for cfg in (sk_cfg, plain_cfg):
         cfg.model.backbone.init_cfg = None  # no download of ImageNet weights in tests
         if 'rpn' in cfg.model.get('train_cfg', {}):

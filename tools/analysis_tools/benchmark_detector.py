@@ -39,6 +39,7 @@ from typing import Callable
 import torch
 from mmengine.analysis import get_model_complexity_info
 from mmengine.config import Config
+from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from torch import nn
 
@@ -98,18 +99,11 @@ def load_cfg(config: str) -> Config:
     the backbone plugins (ContextBlock, ratio 1/16, stages c3-c5) of that config.
     """
     if config == GCNET:
-        cfg = Config.fromfile(_mim_path(MODELS[0][1]))
-        cfg.model.backbone.plugins = Config.fromfile(_mim_path(GCNET)).model.backbone.plugins
+        cfg = get_config(MODELS[0][1])
+        cfg.model.backbone.plugins = get_config(GCNET).model.backbone.plugins
         return cfg
-    return Config.fromfile(_mim_path(config))
-
-
-def _mim_path(config: str) -> str:
-    """A path for ``Config.fromfile``: ``mmdet::x`` is MMDetection's packaged ``configs/x``."""
-    if config.startswith('mmdet::'):
-        import mmdet
-        return osp.join(osp.dirname(mmdet.__file__), '.mim', 'configs', config[7:])
-    return osp.join(ROOT, config)
+    # mmdet::x: MMDetection's packaged configs/x, found by MMEngine
+    return get_config(config) if '::' in config else Config.fromfile(osp.join(ROOT, config))
 
 
 def fix_proposals(cfg: Config) -> Config:

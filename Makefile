@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := -c requirements-lock.txt
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env lock demo demo-baseline test bench study ablation compat clean-env
+.PHONY: env lock demo demo-baseline test bench study ablation compat timm-reference clean-env
 
 env: $(VENV)/.installed
 
@@ -73,6 +73,11 @@ $(COMPAT)/.installed: requirements-compat.txt setup.py
 	$(CBIN)/pip install -q --no-build-isolation --no-deps -e .
 	$(CBIN)/python -c "from mmcv.ops import nms, RoIAlign; import mmdet, mmdet_sk"
 	touch $@
+
+# The reference SKNet's tests compare with (tests/data/timm_sknet_reference.pth), written by timm
+# itself, which imports only in the compat stack (torchvision).
+timm-reference: $(COMPAT)/.installed
+	$(CBIN)/python tools/misc/timm_sknet_reference.py
 
 clean-env:
 	rm -rf $(VENV) $(COMPAT)

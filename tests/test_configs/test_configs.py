@@ -26,6 +26,10 @@ EXPECTED_SK = {
     'configs/faster_rcnn_x50_fpn.py': (0, 0),
     'configs/faster_rcnn_x50_skconv_fpn.py': (4 + 6 + 3, 0),
     'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py': (2 + 2 + 2, 0),
+    'configs/faster_rcnn_sknet50_fpn.py': (3 + 4 + 6 + 3, 0),
+    'configs/retinanet_sknet50_fpn.py': (3 + 4 + 6 + 3, 0),
+    'configs/mask_rcnn_sknet50_fpn.py': (3 + 4 + 6 + 3, 0),
+    'configs/retinanet_sknet18_fpn.py': (2 + 2 + 2 + 2, 0),
 }
 SK_TYPES = (SKAttention, SKConv)
 
@@ -50,7 +54,8 @@ def test_config_builds_trains_and_predicts(config):
                    if 'roi_head' in cfg.model else cfg.model.bbox_head.num_classes)
     torch.manual_seed(0)
     packed = demo_mm_inputs(2, [[3, 128, 128], [3, 96, 128]], num_items=[3, 2],
-                            num_classes=num_classes)
+                            num_classes=num_classes,
+                            with_mask='mask_head' in cfg.model.get('roi_head', {}))
     model.train()
     MessageHub.get_current_instance().update_info('iter', 0)  # YOLOX's batch resize reads it
     data = model.data_preprocessor(packed, True)
@@ -107,4 +112,34 @@ def test_skconv_config_differs_from_its_baseline_by_sk_only(config, base, base_t
     assert sk_backbone.pop('type') == 'Plugin' + base_type.replace('Plugin', '')
     assert sk_backbone.pop('dcn')['type'] == 'SKConv'
     assert sk_backbone.pop('stage_with_dcn') == (False, True, True, True)
+    assert sk_backbone == plain_backbone
+
+
+# (SKNet config, MMDetection's config of the same detector with ResNet/ResNeXt, its depth).
+SKNET_PAIRS = [
+    ('configs/faster_rcnn_sknet50_fpn.py', 'configs/faster_rcnn_x50_fpn.py', 50),
+    ('configs/retinanet_sknet50_fpn.py', 'mmdet::retinanet/retinanet_x101-32x4d_fpn_1x_coco.py',
+     101),
+    ('configs/mask_rcnn_sknet50_fpn.py', 'mmdet::mask_rcnn/mask-rcnn_x101-32x4d_fpn_1x_coco.py',
+     101),
+    ('configs/retinanet_sknet18_fpn.py', 'mmdet::retinanet/retinanet_r18_fpn_1x_coco.py', 18),
+]
+
+
+@pytest.mark.parametrize('config, base, base_depth', SKNET_PAIRS)
+def test_sknet_config_is_the_resnext_detector_with_sknet(config, base, base_depth):
+    """Only the backbone's type, depth (of an X-101 base) and ImageNet weights differ."""
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    from benchmark_detector import load_cfg
+    sk = _unscoped(load_cfg(config).model.to_dict())
+    plain = _unscoped(load_cfg(base).model.to_dict())
+    sk_backbone, plain_backbone = sk.pop('backbone'), plain.pop('backbone')
+    assert sk == plain
+    assert sk_backbone.pop('type') == 'SKNet'
+    assert plain_backbone.pop('type') in ('ResNet', 'ResNeXt')
+    assert sk_backbone.pop('init_cfg') == dict(
+        type='Pretrained', checkpoint=f'checkpoints/sknet{sk_backbone["depth"]}_timm.pth')
+    plain_backbone.pop('init_cfg')
+    assert plain_backbone.pop('depth') == base_depth
+    sk_backbone.pop('depth')
     assert sk_backbone == plain_backbone

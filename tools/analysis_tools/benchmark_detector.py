@@ -43,9 +43,10 @@ from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from torch import nn
 
+from mmdet_sk.utils.benchmark import interleaved
+
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from benchmark_sk import interleaved  # noqa: E402
 from get_flops import model_complexity  # noqa: E402
 
 GCNET = 'mmdet::gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'

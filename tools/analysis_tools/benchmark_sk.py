@@ -63,6 +63,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from mmdet_sk.models.layers import SKAttention, SKConv
 from mmdet_sk.models.layers._seed_sk import SeedSKAttention
+from mmdet_sk.utils.benchmark import interleaved, time_ms
 
 # groups=0 stands for depthwise (groups = channels).
 PRESETS = {
@@ -229,20 +230,6 @@ def calls(models: Dict[str, nn.Module], mode: str, x: Tensor,
     return {k: wrap(fn, params[k]) for k, fn in fns.items()}
 
 
-def time_ms(fn: Callable, device: torch.device) -> float:
-    """Milliseconds of one call: CUDA events on a GPU, the wall clock on a CPU."""
-    if device.type == 'cuda':
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
-
-
 def peak_mb(fn: Callable, device: torch.device) -> float:
     """Peak MiB held by tensors allocated during one call, above the level at its start."""
     if device.type == 'cuda':
@@ -278,18 +265,6 @@ def saved_mb(fn: Callable, keep: Sequence[Tensor]) -> float:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn()
     return sum(storages.values()) / 2**20
-
-
-def interleaved(fns: Dict[str, Callable], rounds: int,
-                device: torch.device) -> Dict[str, float]:
-    """Median milliseconds of each callable over ``rounds`` rounds that call every one once,
-    in an order rotated from round to round."""
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    names = list(fns)
-    for r in range(rounds):
-        for k in names[r % len(names):] + names[:r % len(names)]:
-            times[k].append(time_ms(fns[k], device))
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def measure(fns: Dict[str, Callable], device: torch.device, budget: float,

@@ -19,12 +19,10 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-from benchmark_sk import interleaved  # noqa: E402
-
 from mmdet_sk.models.layers import SKAttention  # noqa: E402
+from mmdet_sk.utils.benchmark import interleaved  # noqa: E402
 
 NORMS = {'BN': dict(type='BN'), 'GN': dict(type='GN', num_groups=32)}
 

@@ -198,9 +198,9 @@ def cost_run(run, args, work_dir, config):
     from mmengine.config import Config
     from mmengine.logging import MMLogger
     from benchmark_detector import build, fix_proposals, num_classes, samples, train_step
-    from benchmark_sk import interleaved
     from get_flops import model_complexity
     import mmdet_sk  # noqa: F401
+    from mmdet_sk.utils.benchmark import interleaved
 
     print(f'[{time.strftime("%H:%M:%S")}] cost of every arm', flush=True)
     logger = MMLogger.get_current_instance()

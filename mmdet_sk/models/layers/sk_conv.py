@@ -76,6 +76,12 @@ class SKConv(FuseSelectMixin, BaseModule):
     trained network computes what it computed; ``s`` gets gradient at the first step and SK's
     other weights from the second. Train ``s`` without weight decay.
 
+    The SK units of timm's SKNets (``skresnext50_32x4d``, ``skresnet18/34``), which
+    :class:`~mmdet_sk.models.backbones.SKNet` loads, are this unit with
+    ``fuse_cfg=dict(norm_cfg=dict(type='BN'))`` and ``fc_bias=False``, and for the SK-ResNets
+    ``split_input=True``: branch ``i`` convolves its own ``1 / branches`` of the input
+    channels (``in_channels // branches`` inputs per branch, consecutive slices).
+
     For the analysis tools (:mod:`mmdet_sk.analysis`, :class:`~mmdet_sk.engine.SKSelectionHook`)
     the unit describes its branches as :class:`SKAttention` does, with ``kernels`` (all
     ``kernel_size``) and ``dilations`` (``dilation * (i + 1)``), and records its selection
@@ -93,13 +99,19 @@ class SKConv(FuseSelectMixin, BaseModule):
             counts. Default: 1.
         bias (bool): Whether branch 0's conv has a bias (the replaced conv's ``bias``); the
             other branches have none, their norm follows. Default: False.
+        split_input (bool): Give each branch its own slice of ``in_channels // branches``
+            input channels instead of all of them (timm's SK-ResNets). No conv is replaced
+            then, so ``gate`` must be False. Default: False.
         branches (int): Number of branches M, >= 1. Default: 2.
         reduction (int): Channel reduction ratio of the Fuse. Default: 16.
         L (int): Lower bound of the squeezed width ``d``. Default: 32.
         fuse_cfg (dict, optional): None: the linear Fuse ``z = fc(s)``; a dict: the paper's
             ``z = act(norm(fc(s)))`` with ``norm_cfg`` (default LN: no batch statistics,
             works at batch 1) and ``act_cfg`` (default ReLU), see :class:`SKAttention`.
+            A training BatchNorm there normalises with its running statistics at batch 1.
             Default: None.
+        fc_bias (bool): Whether the Fuse's ``fc`` and the Select's ``fcs`` have biases.
+            Default: True.
         norm_cfg (dict): Norm of each branch. Default: dict(type='BN').
         act_cfg (dict): Activation of each branch. Default: dict(type='ReLU').
         gate (bool): Start as the replaced conv, see above. Default: False.
@@ -118,10 +130,12 @@ class SKConv(FuseSelectMixin, BaseModule):
                  dilation: int = 1,
                  groups: int = 1,
                  bias: bool = False,
+                 split_input: bool = False,
                  branches: int = 2,
                  reduction: int = 16,
                  L: int = 32,
                  fuse_cfg: Optional[dict] = None,
+                 fc_bias: bool = True,
                  norm_cfg: dict = dict(type='BN'),
                  act_cfg: dict = dict(type='ReLU'),
                  gate: bool = False,
@@ -137,12 +151,22 @@ class SKConv(FuseSelectMixin, BaseModule):
         if kernel_size % 2 == 0:
             raise ValueError(f'SKConv: `kernel_size` must be odd (1, 3, 5, ...) so that the '
                              f'dilated branches keep the output size, got {kernel_size}')
-        for name, value in (('bias', bias), ('gate', gate)):
+        for name, value in (('bias', bias), ('split_input', split_input), ('gate', gate)):
             if not isinstance(value, bool):
                 raise TypeError(f'SKConv: `{name}` must be True or False, got {value!r}')
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f'SKConv: `in_channels` ({in_channels}) and `out_channels` '
-                             f'({out_channels}) must be divisible by `groups` ({groups})')
+        if split_input:
+            if gate:
+                raise ValueError('SKConv: `gate=True` needs the replaced conv, which a unit with '
+                                 '`split_input=True` does not have (each branch sees only its '
+                                 'slice of the input); set one of them to False')
+            if in_channels % branches:
+                raise ValueError(f'SKConv: with `split_input=True`, `in_channels` '
+                                 f'({in_channels}) must be divisible by `branches` ({branches})')
+        branch_in = in_channels // branches if split_input else in_channels
+        if branch_in % groups or out_channels % groups:
+            raise ValueError(f'SKConv: the input channels of each branch ({branch_in}) and '
+                             f'`out_channels` ({out_channels}) must be divisible by `groups` '
+                             f'({groups})')
 
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -151,6 +175,7 @@ class SKConv(FuseSelectMixin, BaseModule):
         self.padding = (padding, padding)
         self.dilation = (dilation, dilation)
         self.groups = groups
+        self.split_input = split_input
         self.branches = branches
         self.reduction = reduction
         self.L = L
@@ -161,13 +186,13 @@ class SKConv(FuseSelectMixin, BaseModule):
 
         # Branch 0: the replaced conv, under its names.
         self.weight = nn.Parameter(
-            torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
+            torch.empty(out_channels, branch_in // groups, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
         self.dilated_convs = nn.ModuleList()
         for i in range(1, branches):
             self.dilated_convs.append(
                 nn.Conv2d(
-                    in_channels,
+                    branch_in,
                     out_channels,
                     kernel_size,
                     stride=stride,
@@ -183,7 +208,7 @@ class SKConv(FuseSelectMixin, BaseModule):
             if isinstance(act, nn.ReLU):
                 act.inplace = True  # its input (a norm's output) is not needed by the backward
             self.acts.append(act)
-        self._init_fuse_select('SKConv', out_channels, self.d, branches, fuse_cfg)
+        self._init_fuse_select('SKConv', out_channels, self.d, branches, fuse_cfg, fc_bias)
         self.gate = nn.Parameter(torch.zeros(out_channels)) if gate else None
         self._register_load_state_dict_pre_hook(_keep_sk_weights_absent_from_state_dict,
                                                 with_module=True)
@@ -209,7 +234,8 @@ class SKConv(FuseSelectMixin, BaseModule):
         self._default_init()
 
     def conv(self, x: Tensor) -> Tensor:
-        """Branch 0's convolution alone: the conv the unit replaces."""
+        """Branch 0's convolution alone: the conv the unit replaces (of branch 0's slice of
+        the input with ``split_input``)."""
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
                         self.groups)
 
@@ -218,8 +244,15 @@ class SKConv(FuseSelectMixin, BaseModule):
         if x.dim() != 4:
             raise ValueError(f'SKConv expects a 4-D input (B, C, H, W), got shape '
                              f'{tuple(x.shape)}')
-        base = self.conv(x)
-        maps = [base] + [conv(x) for conv in self.dilated_convs]
+        if self.split_input:
+            if x.shape[1] != self.in_channels:  # torch.split would give other slices
+                raise ValueError(f'SKConv expects {self.in_channels} input channels, got '
+                                 f'{x.shape[1]}')
+            xs = torch.split(x, self.in_channels // self.branches, dim=1)
+        else:
+            xs = (x, ) * self.branches
+        base = self.conv(xs[0])
+        maps = [base] + [conv(xi) for conv, xi in zip(self.dilated_convs, xs[1:])]
         if self.training and base.shape[0] * base.shape[2] * base.shape[3] == 1:
             # One value per channel (batch 1 on a 1x1 map): training BatchNorms would raise;
             # they normalise with their running statistics for this forward instead.
@@ -239,4 +272,4 @@ class SKConv(FuseSelectMixin, BaseModule):
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '
                 f'stride={self.stride}, padding={self.padding}, dilation={self.dilation}, '
                 f'groups={self.groups}, branches={self.branches}, d={self.d}, '
-                f'gate={self.gate is not None}')
+                f'split_input={self.split_input}, gate={self.gate is not None}')

@@ -10,6 +10,8 @@ import torch
 from mmcv.cnn import build_activation_layer, build_norm_layer
 from torch import Tensor, nn
 
+from ._running_stats import branch_with_running_stats, normalises_with_batch_stats
+
 #: The paper form of the Fuse, ``fuse_cfg=dict()``: ``z = ReLU(LN(fc(s)))``.
 DEFAULT_FUSE_NORM = dict(type='LN')
 DEFAULT_FUSE_ACT = dict(type='ReLU')
@@ -58,8 +60,13 @@ class FuseSelectMixin:
     kept. Both attributes are plain attributes, not in the ``state_dict``.
     """
 
-    def _init_fuse_select(self, owner: str, channels: int, d: int, num_branches: int,
-                          fuse_cfg: Optional[dict]) -> None:
+    def _init_fuse_select(self,
+                          owner: str,
+                          channels: int,
+                          d: int,
+                          num_branches: int,
+                          fuse_cfg: Optional[dict],
+                          fc_bias: bool = True) -> None:
         """Build ``fc`` (C -> d), the optional ``fuse_norm``/``fuse_act`` and ``fcs`` (d -> C).
 
         Args:
@@ -68,10 +75,15 @@ class FuseSelectMixin:
             d (int): Width of the squeezed descriptor.
             num_branches (int): Number of branches, one ``fcs`` layer each.
             fuse_cfg (dict, optional): See :func:`check_fuse_cfg`.
+            fc_bias (bool): Whether ``fc`` and ``fcs`` have a bias (timm's SKNets have none:
+                a norm follows ``fc``, and a bias shared by every branch's logit cancels in
+                the softmax). Default: True.
         """
+        if not isinstance(fc_bias, bool):
+            raise TypeError(f'{owner}: `fc_bias` must be True or False, got {fc_bias!r}')
         fuse_cfg = check_fuse_cfg(owner, fuse_cfg)
         self.fuse_cfg = fuse_cfg
-        self.fc = nn.Linear(channels, d)
+        self.fc = nn.Linear(channels, d, bias=fc_bias)
         self.fuse_norm = None
         self.fuse_act = None
         # LayerNorm(d) and BatchNorm1d take the (B, d) descriptor as it is; the 2-D norms
@@ -84,7 +96,8 @@ class FuseSelectMixin:
                                                   (nn.LayerNorm, nn.BatchNorm1d))
             if fuse_cfg['act_cfg'] is not None:
                 self.fuse_act = build_activation_layer(fuse_cfg['act_cfg'])
-        self.fcs = nn.ModuleList(nn.Linear(d, channels) for _ in range(num_branches))
+        self.fcs = nn.ModuleList(
+            nn.Linear(d, channels, bias=fc_bias) for _ in range(num_branches))
         self.softmax = nn.Softmax(dim=0)
         self.record_selection = False
         self.last_selection: Optional[Tensor] = None
@@ -115,12 +128,27 @@ class FuseSelectMixin:
         pooled = pooled / (feats[0].shape[2] * feats[0].shape[3])
         z = self.fc(pooled.to(self.fc.weight.dtype))
         if self.fuse_norm is not None:
-            z = (self.fuse_norm(z)
-                 if self._fuse_norm_flat else self.fuse_norm(z[:, :, None, None]).flatten(1))
+            z = self._fuse_normalise(z)
         if self.fuse_act is not None:
             z = self.fuse_act(z)
         logits = torch.stack([fc(z) for fc in self.fcs])
         return self.softmax(logits.float())
+
+    def _fuse_normalise(self, z: Tensor) -> Tensor:
+        """``fuse_norm`` on the (B, d) descriptor.
+
+        A training BatchNorm has one value per channel at batch 1 (the descriptor is pooled):
+        there it normalises with its running statistics for this forward, as the branches'
+        norms do on a 1x1 map (:func:`branch_with_running_stats`).
+        """
+        if self._fuse_norm_flat:
+            if z.shape[0] == 1 and normalises_with_batch_stats(self.fuse_norm):
+                return branch_with_running_stats((self.fuse_norm, ), z)
+            return self.fuse_norm(z)
+        z = z[:, :, None, None]
+        if z.shape[0] == 1 and normalises_with_batch_stats(self.fuse_norm):
+            return branch_with_running_stats((self.fuse_norm, ), z).flatten(1)
+        return self.fuse_norm(z).flatten(1)
 
     def _record(self, weights: Tensor) -> None:
         """Keep ``weights`` (K, B, C), detached, in ``last_selection`` if recording is on.

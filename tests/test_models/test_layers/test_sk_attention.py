@@ -5,7 +5,7 @@ from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
 from mmdet_sk.models.layers._seed_sk import SeedSKAttention as SeedSK
-from sk_test_utils import assert_records_selection
+from sk_test_utils import assert_records_selection, with_running_stats
 
 
 def _pair(channels=64, **kwargs):
@@ -222,12 +222,26 @@ def test_paper_fuse_trains_at_batch_one(norm_cfg):
         torch.testing.assert_close(w_train, m.eval().branch_weights(x)[1])
 
 
-def test_paper_fuse_with_bn_needs_a_batch_in_training():
-    m = SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32,
-                    fuse_cfg=dict(norm_cfg=dict(type='BN'))).train()
-    with pytest.raises(ValueError, match='more than 1 value'):
-        m(torch.randn(1, 64, 6, 6))
+def test_paper_fuse_with_bn_uses_running_stats_at_batch_one():
+    """The pooled descriptor has one value per channel at batch 1: the Fuse's training BN
+    normalises with its running statistics there (as in eval mode, without updating them),
+    and with the batch's statistics at batch > 1."""
+    torch.manual_seed(0)
+    m = with_running_stats(SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32,
+                                       fuse_cfg=dict(norm_cfg=dict(type='BN'))))
+    x = torch.randn(1, 64, 6, 6)
+    m.convs.train()  # the branch norms see 36 values per channel: batch statistics
+    with torch.no_grad():
+        expected = m(x)  # the Fuse's BN in eval mode
+    m.train()
+    mean = m.fuse_norm.running_mean.clone()
+    out = m(x)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(m.fuse_norm.running_mean, mean) and m.fuse_norm.training
+    out.sum().backward()
+    assert m.fuse_norm.weight.grad is not None
     m(torch.randn(2, 64, 6, 6)).sum().backward()
+    assert not torch.equal(m.fuse_norm.running_mean, mean)
 
 
 def test_seed_checkpoint_into_paper_fuse_reports_the_norm_missing():

@@ -304,3 +304,57 @@ def test_batch1_one_value_per_channel_trains():
     out.sum().backward()
     assert all(torch.equal(b, n.running_mean) for b, n in zip(before, unit.norms))
     assert unit.gate.grad is not None
+
+
+def test_split_input_gives_each_branch_its_slice():
+    """timm's SK-ResNet unit: branch i convolves its own in_channels / branches inputs."""
+    torch.manual_seed(0)
+    sk = with_running_stats(SKConv(16, 24, stride=2, split_input=True, reduction=4, L=8))
+    assert sk.weight.shape == (24, 8, 3, 3) and sk.dilated_convs[0].in_channels == 8
+    x = torch.randn(2, 16, 9, 9)
+    u1 = F.relu(sk.norms[0](sk.conv(x[:, :8])))
+    u2 = F.relu(sk.norms[1](sk.dilated_convs[0](x[:, 8:])))
+    z = sk.fc((u1 + u2).mean((2, 3)))
+    a = torch.softmax(torch.stack([sk.fcs[0](z), sk.fcs[1](z)]), 0)[..., None, None]
+    torch.testing.assert_close(sk(x), a[0] * u1 + a[1] * u2)
+    assert 'split_input=True' in repr(sk)
+
+
+def test_timm_unit_form_has_no_fc_biases_and_a_bn_fuse():
+    sk = SKConv(32, 32, groups=4, fuse_cfg=dict(norm_cfg=dict(type='BN')), fc_bias=False)
+    keys = set(sk.state_dict())
+    assert 'fc.weight' in keys and not {'fc.bias', 'fcs.0.bias', 'fcs.1.bias'} & keys
+    assert isinstance(sk.fuse_norm, nn.BatchNorm2d)
+
+
+def test_bn_fuse_trains_at_batch_one_with_running_stats():
+    """The pooled descriptor has one value per channel at batch 1 (any image size)."""
+    torch.manual_seed(0)
+    sk = with_running_stats(SKConv(16, 16, reduction=4, L=8, fc_bias=False,
+                                   fuse_cfg=dict(norm_cfg=dict(type='BN'))))
+    x = torch.randn(1, 16, 6, 6)
+    sk.train()
+    sk.fuse_norm.eval()
+    with torch.no_grad():
+        expected = sk(x)
+    sk.fuse_norm.train()
+    mean = sk.fuse_norm.running_mean.clone()
+    out = sk(x)
+    torch.testing.assert_close(out, expected)
+    assert torch.equal(sk.fuse_norm.running_mean, mean)
+    out.sum().backward()
+    assert sk.fuse_norm.weight.grad is not None
+
+
+@pytest.mark.parametrize('kwargs, error, words', [
+    (dict(split_input=True, gate=True), ValueError, ['gate', 'split_input']),
+    (dict(split_input=True, branches=3), ValueError, ['in_channels', '16', 'branches', '3']),
+    (dict(split_input=True, groups=16), ValueError, ['8', 'groups']),
+    (dict(split_input=1), TypeError, ['split_input']),
+    (dict(fc_bias='no'), TypeError, ['fc_bias']),
+])
+def test_bad_split_and_bias_options_are_named(kwargs, error, words):
+    with pytest.raises(error) as info:
+        SKConv(16, 16, **kwargs)
+    for word in words:
+        assert word in str(info.value)

@@ -5,6 +5,7 @@ import time
 from typing import Callable, Dict, List
 
 import torch
+from torch import nn
 
 
 def time_ms(fn: Callable, device: torch.device) -> float:
@@ -31,3 +32,22 @@ def interleaved(fns: Dict[str, Callable], rounds: int,
         for k in names[r % len(names):] + names[:r % len(names)]:
             times[k].append(time_ms(fns[k], device))
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def trained_like_norms(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm of ``model`` random statistics and affine parameters, in place.
+
+    A trained network's norms are far from the fresh 0 / 1 (a fresh mmdet ResNet block ends in
+    a zero-initialised norm, an identity that hides mistakes): comparisons and timings of
+    equivalent networks use such norms.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
+    return model

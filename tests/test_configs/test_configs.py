@@ -63,9 +63,11 @@ def test_config_builds_trains_and_predicts(config):
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total)
     total.backward()
+    # Every SK weight outside the frozen stages (SKNet's stage 1 under frozen_stages=1) learns.
     sk_grads = [p.grad for m in model.modules() if isinstance(m, SK_TYPES)
-                for p in m.parameters()]
+                for p in m.parameters() if p.requires_grad]
     assert all(g is not None for g in sk_grads)
+    assert bool(sk_grads) == (EXPECTED_SK[config] != (0, 0))
 
     model.eval()
     data = model.data_preprocessor(packed, False)

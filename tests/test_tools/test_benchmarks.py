@@ -113,7 +113,8 @@ def test_benchmark_detector_quick(tmp_path):
     assert 'params M  /base GFLOPs all  /base GFLOPs b+n' in out
     assert '(demo configs: (1, 3, 192, 192))' in out
     names = ('faster-rcnn r50 ', 'faster-rcnn r50 SK ', 'faster-rcnn r50 SKConv',
-             'faster-rcnn r50 GCNet', 'faster-rcnn x50 ', 'faster-rcnn x50 SKConv', 'yolox-s ',
+             'faster-rcnn r50 GCNet', 'faster-rcnn x50 ', 'faster-rcnn x50 SKConv',
+             'faster-rcnn x50 SKNet', 'yolox-s ',
              'yolox-s SK', 'demo r18 ', 'demo r18 SK ', 'demo r18 SKConv')
     for name in names:
         assert any(line.startswith(name) for line in out.splitlines()), name
@@ -123,7 +124,8 @@ def test_benchmark_detector_quick(tmp_path):
     # SK adds parameters and FLOPs to its baseline; two-stage models see the same RoI count.
     for sk, base in (('faster-rcnn r50 SK', 'faster-rcnn r50'),
                      ('faster-rcnn r50 SKConv', 'faster-rcnn r50'),
-                     ('faster-rcnn x50 SKConv', 'faster-rcnn x50'), ('yolox-s SK', 'yolox-s'),
+                     ('faster-rcnn x50 SKConv', 'faster-rcnn x50'),
+                     ('faster-rcnn x50 SKNet', 'faster-rcnn x50'), ('yolox-s SK', 'yolox-s'),
                      ('demo r18 SK', 'demo r18'), ('demo r18 SKConv', 'demo r18')):
         assert by_name[sk]['baseline'] == base
         assert by_name[sk]['input'] == by_name[base]['input']

@@ -61,6 +61,7 @@ MODELS = [
     ('faster-rcnn x50', 'configs/faster_rcnn_x50_fpn.py', None, None),
     ('faster-rcnn x50 SKConv', 'configs/faster_rcnn_x50_skconv_fpn.py', 'faster-rcnn x50',
      None),
+    ('faster-rcnn x50 SKNet', 'configs/faster_rcnn_sknet50_fpn.py', 'faster-rcnn x50', None),
     ('yolox-s', 'mmdet::yolox/yolox_s_8xb8-300e_coco.py', None, None),
     ('yolox-s SK', 'configs/yolox_s_sk_8xb8-300e_coco.py', 'yolox-s', None),
     ('demo r18', 'configs/demo/faster-rcnn_r18_fpn_shapes.py', None, DEMO_SHAPE),

@@ -44,7 +44,7 @@ def main():
     print(f'{args.src}: timm {arch} -> SKNet({", ".join(f"{k}={v}" for k, v in kwargs.items())})')
     for rule, count in rules:
         print(f'  {count:4d} x {rule}')
-    print(f'  not converted: {", ".join(left) if left else "nothing"}'
+    print(f"  not converted: {', '.join(sorted(left)) if left else 'nothing'}"
           f'{" (the ImageNet classifier)" if left and all(k.startswith("fc.") for k in left) else ""}')
 
     model = SKNet(**kwargs)

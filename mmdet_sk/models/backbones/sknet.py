@@ -246,3 +246,9 @@ class SKNet(ResNet):
             kwargs.update(groups=self.groups, base_width=self.base_width,
                           base_channels=self.base_channels)
         return ResLayer(sk_cfg=self.sk_cfg, **kwargs)
+
+    def train(self, mode: bool = True) -> 'SKNet':
+        """As ``ResNet.train`` (``frozen_stages``, ``norm_eval``), returning the module as
+        ``nn.Module.train`` does (mmdet's ``ResNet.train`` returns None)."""
+        super().train(mode)
+        return self

@@ -120,11 +120,14 @@ class FuseSelectMixin:
 
         The global average of the branch sum equals the sum of the branch averages, which
         spares materialising ``U``. Sums, not means: the backward of a sum is a broadcast view,
-        that of a mean a new map. Accumulated in fp32, without an fp32 copy of the maps.
+        that of a mean a new map. Accumulated in fp32 (float64 for float64 maps), without
+        an fp32 copy of the maps.
         """
-        pooled = feats[0].sum((2, 3), dtype=torch.float32)
+        # fp32 at least (fp16/bf16 maps), float64 kept.
+        acc = torch.promote_types(feats[0].dtype, torch.float32)
+        pooled = feats[0].sum((2, 3), dtype=acc)
         for feat in feats[1:]:
-            pooled = pooled + feat.sum((2, 3), dtype=torch.float32)
+            pooled = pooled + feat.sum((2, 3), dtype=acc)
         pooled = pooled / (feats[0].shape[2] * feats[0].shape[3])
         z = self.fc(pooled.to(self.fc.weight.dtype))
         if self.fuse_norm is not None:
@@ -132,7 +135,7 @@ class FuseSelectMixin:
         if self.fuse_act is not None:
             z = self.fuse_act(z)
         logits = torch.stack([fc(z) for fc in self.fcs])
-        return self.softmax(logits.float())
+        return self.softmax(logits.to(acc))
 
     def _fuse_normalise(self, z: Tensor) -> Tensor:
         """``fuse_norm`` on the (B, d) descriptor.

@@ -117,26 +117,25 @@ def test_gated_unit_learns_within_two_steps():
     assert not [n for n, v in grads[1].items() if not v > 0]
 
 
-@pytest.mark.parametrize('norm, batch1_train', [
-    (None, True), (dict(type='LN'), True), (dict(type='GN', num_groups=8), True),
-    (dict(type='BN'), False), (dict(type='BN1d'), False)])
-def test_paper_fuse_batch_one_training_step(norm, batch1_train):
+@pytest.mark.parametrize('norm', [
+    None, dict(type='LN'), dict(type='GN', num_groups=8), dict(type='BN'), dict(type='BN1d')])
+def test_paper_fuse_batch_one_training_step(norm):
+    """At batch 1 the pooled descriptor has one value per channel: a BatchNorm Fuse uses its
+    running statistics there (as in eval mode), the others have no batch statistics."""
     fuse_cfg = dict() if norm == dict(type='LN') else dict(norm_cfg=norm)
     sk = SKConv(32, 32, groups=4, fuse_cfg=fuse_cfg).train()
     assert sk.fuse_cfg['act_cfg'] == dict(type='ReLU')
     x = torch.randn(1, 32, 6, 6)
-    if not batch1_train:
-        with pytest.raises(ValueError, match='more than 1 value'):
-            sk(x)
-        sk(torch.randn(2, 32, 6, 6)).sum().backward()  # the paper's BN needs a batch
-        assert sk.eval()(x).shape == x.shape  # and uses its running statistics at test
-        return
     sk(x).square().mean().backward()
     assert all(p.grad is not None for p in sk.parameters())
-    # No batch statistics: train and eval mode compute the same Fuse.
+    # Train and eval mode compute the same Fuse at batch 1.
     sk.norms.eval()
     with torch.no_grad():
         torch.testing.assert_close(sk(x), sk.eval()(x))
+    if norm is not None and norm['type'].startswith('BN'):
+        mean = sk.fuse_norm.running_mean.clone()
+        sk.train()(torch.randn(2, 32, 6, 6)).sum().backward()  # a batch: batch statistics
+        assert not torch.equal(sk.fuse_norm.running_mean, mean)
 
 
 @pytest.mark.parametrize('kwargs, error, words', [

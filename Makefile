@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := -c requirements-lock.txt
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env lock demo demo-baseline test bench study ablation compat timm-reference clean-env
+.PHONY: env lock demo demo-baseline test bench study ablation compat newest timm-reference clean-env
 
 env: $(VENV)/.installed
 
@@ -52,27 +52,37 @@ bench: env
 # The suite on the older stack most MMDetection 3.3 users have (requirements-compat.txt:
 # torch 2.1 + mmcv 2.1.0 with compiled ops + mmengine 0.10.4) in .venv-compat/; not part of CI.
 # mmcv is built into the environment's own wheelhouse, never from pip's cache, which holds the
-# wheel built against .venv's torch.
-COMPAT := .venv-compat
+# wheel built against .venv's torch. The same recipe builds any other stack: COMPAT (the
+# environment's folder), COMPAT_REQS (its requirements file), COMPAT_PY (its Python), e.g.
+#   make compat COMPAT=.venv-py310 COMPAT_PY=python3.10
+COMPAT ?= .venv-compat
+COMPAT_REQS ?= requirements-compat.txt
+COMPAT_PY ?= $(PY)
 CBIN := $(COMPAT)/bin
-cpin = $(shell grep -E '^$(1)([=<>]|$$)' requirements-compat.txt)
+cpin = $(shell grep -E '^$(1)([=<>;]|$$)' $(COMPAT_REQS))
 
 compat: $(COMPAT)/.installed
 	$(CBIN)/python -m pytest tests
 
-$(COMPAT)/.installed: requirements-compat.txt setup.py
-	test -x $(CBIN)/python || $(PY) -m venv $(COMPAT)
+$(COMPAT)/.installed: $(COMPAT_REQS) setup.py
+	test -x $(CBIN)/python || $(COMPAT_PY) -m venv $(COMPAT)
 	$(CBIN)/pip install -q --upgrade pip
 	$(CBIN)/pip install -q '$(call cpin,setuptools)' $(call cpin,ninja) $(call cpin,wheel)
 	$(CBIN)/pip install -q '$(call cpin,torch)' '$(call cpin,numpy)'
 	ls $(COMPAT)/wheelhouse/mmcv-*.whl 2>/dev/null || MMCV_WITH_OPS=1 FORCE_CUDA=0 \
 	  MAX_JOBS=$$(nproc) $(CBIN)/pip wheel --no-cache-dir --no-deps --no-build-isolation \
 	  -w $(COMPAT)/wheelhouse '$(call cpin,mmcv)'
-	$(CBIN)/pip install -q -c requirements-compat.txt $(COMPAT)/wheelhouse/mmcv-*.whl
-	$(CBIN)/pip install -q -r requirements-compat.txt
+	$(CBIN)/pip install -q -c $(COMPAT_REQS) $(COMPAT)/wheelhouse/mmcv-*.whl
+	$(CBIN)/pip install -q -r $(COMPAT_REQS)
 	$(CBIN)/pip install -q --no-build-isolation --no-deps -e .
 	$(CBIN)/python -c "from mmcv.ops import nms, RoIAlign; import mmdet, mmdet_sk"
 	touch $@
+
+# The newest torch this machine's pip serves (requirements-newest.txt: torch 2.14.1, a CUDA build
+# that runs on the CPU, + torchvision 0.29.1, mmcv 2.1.0's ops compiled against it) in
+# .venv-newest/: the suite where users with today's torch are. Not part of CI.
+newest:
+	$(MAKE) compat COMPAT=.venv-newest COMPAT_REQS=requirements-newest.txt
 
 # The reference SKNet's tests compare with (tests/data/timm_sknet_reference.pth), written by timm
 # itself, which imports only in the compat stack (torchvision).
@@ -80,4 +90,4 @@ timm-reference: $(COMPAT)/.installed
 	$(CBIN)/python tools/misc/timm_sknet_reference.py
 
 clean-env:
-	rm -rf $(VENV) $(COMPAT)
+	rm -rf $(VENV) $(COMPAT) .venv-newest

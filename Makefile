@@ -24,7 +24,10 @@ $(VENV)/.installed: requirements.txt requirements-lock.txt setup.py
 	touch $@
 
 lock: env
-	{ sed -n '1,3p' requirements-lock.txt; $(BIN)/pip freeze --exclude-editable; } > requirements-lock.txt.new
+	# The header comment is kept; torch loses its local version (+cpu), which only PyTorch's CPU
+	# index serves, so the lock resolves on any index (pip still prefers the +cpu build it sees).
+	{ sed '/^[^#]/,$$d' requirements-lock.txt; \
+	  $(BIN)/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/'; } > requirements-lock.txt.new
 	mv requirements-lock.txt.new requirements-lock.txt
 
 demo: env
@@ -60,6 +63,18 @@ COMPAT_REQS ?= requirements-compat.txt
 COMPAT_PY ?= $(PY)
 CBIN := $(COMPAT)/bin
 cpin = $(shell grep -E '^$(1)([=<>;]|$$)' $(COMPAT_REQS))
+# mmcv 2.1.0's setup.py compiles its ops with -std=c++17; torch >= 2.14's headers need C++20.
+# MMCV_CXX_STD=c++20 builds from mmcv's sdist with that one flag changed.
+MMCV_CXX_STD ?=
+ifeq ($(MMCV_CXX_STD),)
+mmcv_fetch = true
+mmcv_src = '$(call cpin,mmcv)'
+else
+mmcv_fetch = rm -rf $(COMPAT)/src && $(CBIN)/pip download -q --no-deps --no-binary mmcv \
+	  --no-build-isolation -d $(COMPAT)/src '$(call cpin,mmcv)' && tar xzf $(COMPAT)/src/mmcv-*.tar.gz \
+	  -C $(COMPAT)/src && sed -i 's/-std=c++17/-std=$(MMCV_CXX_STD)/' $(COMPAT)/src/mmcv-*/setup.py
+mmcv_src = $(COMPAT)/src/mmcv-*/
+endif
 
 compat: $(COMPAT)/.installed
 	$(CBIN)/python -m pytest tests
@@ -69,9 +84,9 @@ $(COMPAT)/.installed: $(COMPAT_REQS) setup.py
 	$(CBIN)/pip install -q --upgrade pip
 	$(CBIN)/pip install -q '$(call cpin,setuptools)' $(call cpin,ninja) $(call cpin,wheel)
 	$(CBIN)/pip install -q '$(call cpin,torch)' '$(call cpin,numpy)'
-	ls $(COMPAT)/wheelhouse/mmcv-*.whl 2>/dev/null || MMCV_WITH_OPS=1 FORCE_CUDA=0 \
-	  MAX_JOBS=$$(nproc) $(CBIN)/pip wheel --no-cache-dir --no-deps --no-build-isolation \
-	  -w $(COMPAT)/wheelhouse '$(call cpin,mmcv)'
+	ls $(COMPAT)/wheelhouse/mmcv-*.whl 2>/dev/null || { $(mmcv_fetch) && MMCV_WITH_OPS=1 \
+	  FORCE_CUDA=0 MAX_JOBS=$$(nproc) $(CBIN)/pip wheel --no-cache-dir --no-deps \
+	  --no-build-isolation -w $(COMPAT)/wheelhouse $(mmcv_src); }
 	$(CBIN)/pip install -q -c $(COMPAT_REQS) $(COMPAT)/wheelhouse/mmcv-*.whl
 	$(CBIN)/pip install -q -r $(COMPAT_REQS)
 	$(CBIN)/pip install -q --no-build-isolation --no-deps -e .
@@ -82,7 +97,7 @@ $(COMPAT)/.installed: $(COMPAT_REQS) setup.py
 # that runs on the CPU, + torchvision 0.29.1, mmcv 2.1.0's ops compiled against it) in
 # .venv-newest/: the suite where users with today's torch are. Not part of CI.
 newest:
-	$(MAKE) compat COMPAT=.venv-newest COMPAT_REQS=requirements-newest.txt
+	$(MAKE) compat COMPAT=.venv-newest COMPAT_REQS=requirements-newest.txt MMCV_CXX_STD=c++20
 
 # The reference SKNet's tests compare with (tests/data/timm_sknet_reference.pth), written by timm
 # itself, which imports only in the compat stack (torchvision).

@@ -6,6 +6,7 @@ from mmengine.config import Config
 from torch import Tensor, nn
 
 from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.utils.benchmark import trained_like_norms
 
 
 def with_running_stats(model: nn.Module, seed: int = 0, gates: bool = True) -> nn.Module:
@@ -16,17 +17,13 @@ def with_running_stats(model: nn.Module, seed: int = 0, gates: bool = True) -> n
     identity by accident). With ``gates``, every SK gate (which starts at 0, the identity)
     gets a value in (0, 1), so that the SK branches count in the outputs.
     """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) - 0.5)
-            if gates and isinstance(m, SKAttention) and m.gate is not None:
-                m.gate.copy_(torch.rand(m.gate.shape, generator=g))
+    trained_like_norms(model, seed)
+    if gates:
+        g = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, SKAttention) and m.gate is not None:
+                    m.gate.copy_(torch.rand(m.gate.shape, generator=g))
     return model.eval()
 
 

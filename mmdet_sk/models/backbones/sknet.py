@@ -12,7 +12,7 @@ ResNet with its own block), so that their trained weights load whole (converted 
   stride) is an SK unit with split input (each branch convolves its half of the input
   channels), ``d = max(16, planes / 8)``; ``conv2`` is a plain conv + BN.
 """
-from typing import Optional
+from typing import Callable, Optional
 
 from mmdet.models.backbones.resnet import BasicBlock, ResNet
 from mmdet.models.backbones.resnext import Bottleneck as ResNeXtBottleneck
@@ -47,6 +47,13 @@ def build_sk_unit(in_channels: int, out_channels: int, stride: int, dilation: in
     cfg.update(sk_cfg)
     return SKConv(in_channels, out_channels, 3, stride=stride, padding=dilation,
                   dilation=dilation, groups=groups, norm_cfg=norm_cfg, **cfg)
+
+
+def residual_forward(block: nn.Module, inner: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``relu(inner(x))``, ``inner`` under activation checkpointing with ``block.with_cp``."""
+    if block.with_cp and x.requires_grad:
+        return block.relu(cp.checkpoint(inner, x, use_reentrant=False))
+    return block.relu(inner(x))
 
 
 class SKBottleneck(ResNeXtBottleneck):
@@ -103,11 +110,7 @@ class SKBottleneck(ResNeXtBottleneck):
             identity = x if self.downsample is None else self.downsample(x)
             return out + identity
 
-        if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
+        return residual_forward(self, _inner_forward, x)
 
 
 class SKBasicBlock(BasicBlock):
@@ -156,11 +159,7 @@ class SKBasicBlock(BasicBlock):
             identity = x if self.downsample is None else self.downsample(x)
             return out + identity
 
-        if self.with_cp and x.requires_grad:
-            out = cp.checkpoint(_inner_forward, x, use_reentrant=False)
-        else:
-            out = _inner_forward(x)
-        return self.relu(out)
+        return residual_forward(self, _inner_forward, x)
 
 
 @MODELS.register_module()

@@ -123,8 +123,9 @@ class FuseSelectMixin:
         that of a mean a new map. Accumulated in fp32 (float64 for float64 maps), without
         an fp32 copy of the maps.
         """
-        # fp32 at least (fp16/bf16 maps), float64 kept.
-        acc = torch.promote_types(feats[0].dtype, torch.float32)
+        # fp32 at least (fp16/bf16 maps), float64 kept; no torch.promote_types, which torch
+        # 2.1's compiler cannot trace.
+        acc = torch.float64 if feats[0].dtype == torch.float64 else torch.float32
         pooled = feats[0].sum((2, 3), dtype=acc)
         for feat in feats[1:]:
             pooled = pooled + feat.sum((2, 3), dtype=acc)

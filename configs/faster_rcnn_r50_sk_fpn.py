@@ -3,7 +3,7 @@
 # default (kernels 1/3/5/7, dense) would cost more than the whole detector at FPN resolution.
 # gate=True: each SK block starts as the identity, so the ImageNet ResNet (init_cfg) or a COCO
 # Faster R-CNN (load_from) computes exactly what it computed without SK until training moves it.
-# Form and places as the ablation kept them (README, "Which SK to use": no arm beat this one on
+# Form and places as the ablation kept them (docs/results.md, "Which SK to use": no arm beat this one on
 # the demo; the neck-only arm is the cheaper option, SKConv the SKNet form).
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
 

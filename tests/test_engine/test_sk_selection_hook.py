@@ -149,7 +149,7 @@ def test_model_without_sk_and_bad_interval():
 def test_real_runner_writes_scalars_json_and_tensorboard(tiny_coco, tmp_path, repo_root):
     """Two iterations of the demo detector: only the second is due with interval=2.
 
-    The visualizer is the README's TensorBoard line (LocalVisBackend + TensorboardVisBackend):
+    The visualizer is docs/tools.md's TensorBoard line (LocalVisBackend + TensorboardVisBackend):
     the scalars land in ``scalars.json`` and in a real TensorBoard event file, read back with
     TensorBoard's own reader. One run for both keeps the suite short.
     """

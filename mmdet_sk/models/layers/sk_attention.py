@@ -104,7 +104,7 @@ class SKAttention(FuseSelectMixin, BaseModule):
             zero-initialised branch, would cut them off; the softmax selection cannot be
             zeroed). ``s = 1`` is the seed's block. Train ``s`` without weight decay (the
             shipped configs: ``custom_keys={'.gate': dict(decay_mult=0., lr_mult=10.)}``, chosen
-            by a measured pilot, see the README). Default: False (the seed's block).
+            by a measured pilot, see docs/sk_forms.md). Default: False (the seed's block).
         fuse_cfg (dict, optional): The Fuse after the pooling. None: the seed's linear
             ``z = fc(s)``. A dict: the paper's ``z = act(norm(fc(s)))`` (eq. 4), with keys
             ``norm_cfg`` (default ``dict(type='LN')``) and ``act_cfg`` (default

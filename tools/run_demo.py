@@ -15,10 +15,9 @@ import subprocess
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from mmdet_sk.datasets import data_root_options, ensure_demo_data
 
-from mmdet_sk.datasets import data_root_options, ensure_demo_data  # noqa: E402
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 DEFAULT_CONFIG = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
 DEFAULT_DATA_ROOT = 'data/coco_shapes'

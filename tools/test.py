@@ -4,12 +4,7 @@
 Same command line as MMDetection's (``python tools/test.py CONFIG CHECKPOINT [--work-dir D]
 [--show-dir D] [--cfg-options ...] [--launcher pytorch]``); see ``--help``.
 """
-import os.path as osp
-import sys
-
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-
-from mmdet_sk.utils.launch import run_mmdet_tool  # noqa: E402
+from mmdet_sk.utils.launch import run_mmdet_tool
 
 if __name__ == '__main__':
     run_mmdet_tool('test.py')

@@ -33,11 +33,11 @@ import torch
 from mmengine.model import is_model_wrapper
 from torch import Tensor, nn
 
-from ..datasets.synthetic_coco import AREA_RANGES
 from ..models.layers import SKAttention, SKConv
 from ..models.necks import LevelPlugins
+from ..utils.coco import AREA_BUCKETS, AREA_RANGES
 
-BUCKETS = tuple(name for name, _, _ in AREA_RANGES)  # ('small', 'medium', 'large')
+BUCKETS = AREA_BUCKETS  # ('small', 'medium', 'large')
 #: The module types that :func:`sk_groups` finds.
 SK_MODULES = (SKAttention, SKConv)
 SKModule = Union[SKAttention, SKConv]

@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import cv2
 import numpy as np
 
+from ..utils.coco import AREA_RANGES
+
 CLASSES = ('rectangle', 'ellipse', 'triangle', 'cross', 'ring')
-# COCOeval's area ranges (bounds inclusive there; an area equal to a bound is counted above it).
-AREA_RANGES = (('small', 0, 32**2), ('medium', 32**2, 96**2), ('large', 96**2, float('inf')))
 SPLITS = ('train', 'val')
 MARKER = '.complete.json'
 _VERSION = 1

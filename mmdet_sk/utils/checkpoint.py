@@ -153,7 +153,7 @@ def new_weights_summary(model: nn.Module, checkpoint: dict) -> Optional[str]:
 
     def sk_keys_absent(name: str, module: nn.Module) -> bool:
         # an SKConv's weight (and bias) are those of the conv it replaced: not SK's own
-        kept = (f'{name}.weight', f'{name}.bias') if isinstance(module, SKConv) else ()
+        kept = {f'{name}.{key}' for key in getattr(module, 'inherited_keys', ())}
         return not any(k.startswith(name + '.') and k not in kept for k in keys)
 
     blocks = {name + '.': m for name, m in model.named_modules()

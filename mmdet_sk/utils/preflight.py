@@ -28,11 +28,11 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS as ROOT_MODELS
 
 from ..models.backbones import PluginResNet
-from ..models.backbones.plugin_utils import check_plugin_cfg, check_plugins
+from ..models.backbones.plugin_utils import (BOTTLENECK_POSITIONS, check_plugin_cfg,
+                                             check_plugins)
 from ..models.necks import plugin_neck_levels
 from .checkpoint import check_checkpoint_fits, read_checkpoint
 
-BOTTLENECK_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 DEMO_DATA_HINT = ('Generate the demo data set with `python tools/misc/generate_demo_data.py '
                   '--out-dir {root}` (or `make demo`).')
 COCO_HINT = ('Download COCO 2017 from https://cocodataset.org/#download (train2017.zip, '

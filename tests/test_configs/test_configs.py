@@ -1,7 +1,7 @@
 """Every config in configs/ builds, counts its SK modules, and runs a loss and a predict step."""
 import glob
+import importlib.util
 import os.path as osp
-import sys
 
 import pytest
 import torch
@@ -95,6 +95,15 @@ SKCONV_PAIRS = [
 ]
 
 
+def _benchmark_detector():
+    """``tools/analysis_tools/benchmark_detector.py`` as a module, loaded from its file."""
+    spec = importlib.util.spec_from_file_location(
+        'benchmark_detector', osp.join(REPO, 'tools', 'analysis_tools', 'benchmark_detector.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def _unscoped(cfg):
     """``cfg`` without the ``_scope_`` keys a config based on ``mmdet::`` gets."""
     if isinstance(cfg, dict):
@@ -104,8 +113,7 @@ def _unscoped(cfg):
 
 @pytest.mark.parametrize('config, base, base_type', SKCONV_PAIRS)
 def test_skconv_config_differs_from_its_baseline_by_sk_only(config, base, base_type):
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    from benchmark_detector import load_cfg  # the configs as the benchmark loads its pairs
+    load_cfg = _benchmark_detector().load_cfg  # the configs as the benchmark loads its pairs
     sk = _unscoped(load_cfg(config).model.to_dict())
     plain = _unscoped(load_cfg(base).model.to_dict())
     sk_backbone, plain_backbone = sk.pop('backbone'), plain.pop('backbone')
@@ -131,8 +139,7 @@ SKNET_PAIRS = [
 @pytest.mark.parametrize('config, base, base_depth', SKNET_PAIRS)
 def test_sknet_config_is_the_resnext_detector_with_sknet(config, base, base_depth):
     """Only the backbone's type, depth (of an X-101 base) and ImageNet weights differ."""
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    from benchmark_detector import load_cfg
+    load_cfg = _benchmark_detector().load_cfg
     sk = _unscoped(load_cfg(config).model.to_dict())
     plain = _unscoped(load_cfg(base).model.to_dict())
     sk_backbone, plain_backbone = sk.pop('backbone'), plain.pop('backbone')

@@ -7,6 +7,9 @@ import sys
 
 import pytest
 
+import benchmark_detector
+import benchmark_sk
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
 
@@ -71,8 +74,6 @@ def test_benchmark_sk_skconv_only(tmp_path):
 
 
 def test_skconv_slots_are_resnet_conv2_shapes():
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_sk
     slots = {(s['net'], s['stage'], s['stride'], s['shape'][0]): s['shape']
              for s in benchmark_sk.skconv_slots()}
     assert len(slots) == 2 * 3 * 2 * 2
@@ -87,12 +88,12 @@ def test_skconv_slots_are_resnet_conv2_shapes():
 @pytest.mark.parametrize('gate, bias', [(True, False), (False, False), (False, True)])
 def test_fold_skconv_matches_the_unit(gate, bias):
     import torch
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_sk
+
     from mmdet_sk.models.layers import SKConv
+    from mmdet_sk.utils.block_benchmark import randomise_bns
     torch.manual_seed(0)
     unit = SKConv(64, 64, 3, 2, 1, groups=32, bias=bias, gate=gate, fuse_cfg=dict())
-    benchmark_sk._randomise_bns(unit)
+    randomise_bns(unit)
     if gate:
         torch.nn.init.uniform_(unit.gate, 0.2, 0.8)
     unit.eval()
@@ -139,8 +140,6 @@ def test_benchmark_detector_quick(tmp_path):
 
 
 def test_benchmark_detector_selects_models_with_their_baselines():
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_detector
     names = [m[0] for m in benchmark_detector.selected(['faster-rcnn x50 SKConv', 'demo r18'])]
     assert names == ['faster-rcnn x50', 'faster-rcnn x50 SKConv', 'demo r18']
     # every baseline is a model of the table, listed before the models measured against it

@@ -98,3 +98,12 @@ def test_bench_line_and_speedup(gpu_check):
     assert gpu_check.bench_line(row) == (
         'bench paper  8x256x100x167 channels_last compiled infer    '
         'seed 3.00 ms ours 2.00 ms fold 1.50 ms  x seed 2.00')
+
+
+def test_bench_case_times_the_block_variants_on_cpu(gpu_check):
+    times = gpu_check.bench_case('paper', (1, 64, 8, 8), channels_last=False, compiled=False,
+                                 device=torch.device('cpu'), budget=0.01, repeats=1)
+    assert set(times) == {'fwd+bwd', 'infer'}
+    assert set(times['fwd+bwd']) == {'seed', 'ours'} and set(times['infer']) == {
+        'seed', 'ours', 'fold'}
+    assert all(ms > 0 for per_mode in times.values() for ms in per_mode.values())

@@ -3,16 +3,12 @@ phases, the rule's decision and the report, on made-up results (the ablation its
 of training: a tool, not a test)."""
 import json
 import os.path as osp
-import sys
 
 import pytest
 from mmengine.config import Config
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                            'tools', 'analysis_tools'))
-import sk_ablation  # noqa: E402
-
-from mmdet_sk.analysis.runs import gate_keys, write_config  # noqa: E402
+import sk_ablation
+from sk_lab.runs import gate_keys, write_config
 
 
 def arm_config(arm, tmp_path):
@@ -57,9 +53,12 @@ def test_plan_pairs_every_arm_with_the_same_seeds_seed_major():
 def test_phases_run_in_order_and_use_given_checkpoints(monkeypatch, tmp_path):
     calls = []
 
+    seen = {}
+
     def fake(kind):
         def run(r, args):
             calls.append((kind, r['name']))
+            seen[r['name']] = r
             return dict(r, checkpoint=f'{r["name"]}.pth', load_from=r.get('load_from'),
                         metrics=dict(bbox_mAP=0.4))
         return run
@@ -83,8 +82,14 @@ def test_phases_run_in_order_and_use_given_checkpoints(monkeypatch, tmp_path):
     assert calls.index(('scale_run', 'scale_neck')) == calls.index(('train_run',
                                                                     'ft_neck_s0')) + 1
     assert calls[-1] == ('cost_run', 'cost')
-    # P's digest is kept with P's result
-    assert json.loads((tmp_path / 'store' / 'P.json').read_text())['digest'] == 'sha:p.pth'
+    # P's digest is kept with P's result; the checkpoints are named relative to the repository
+    p = json.loads((tmp_path / 'store' / 'P.json').read_text())
+    assert p['digest'] == 'sha:p.pth'
+    for path, given in ((p['load_from'], 'p.pth'), (seen['ft_neck_s1']['load_from'], 'p.pth'),
+                        (seen['scale_scratch_shipped']['checkpoint'], 's.pth')):
+        assert not osp.isabs(path)
+        assert osp.normpath(osp.join(sk_ablation.ROOT, path)) == str(tmp_path / given)
+    assert seen['scale_neck']['checkpoint'] == 'ft_neck_s0.pth'  # as its run named it
 
     calls.clear()
     sk_ablation.ablation(sk_ablation.parse_args(['--stop-after', 'step0'] + where))

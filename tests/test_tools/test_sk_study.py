@@ -1,18 +1,14 @@
 """tools/analysis_tools/sk_study.py: the pilot's configs and rule, the verdicts and the report,
 on made-up results (the study itself is hours of training: a tool, not a test). The shared run
-machinery (derived configs, keep-and-skip, resume) is tested in tests/test_analysis."""
+machinery (derived configs, keep-and-skip, resume) is tested in tests/test_tools/test_sk_lab."""
 import json
 import os.path as osp
-import sys
 
 import pytest
 from mmengine.config import Config
 
-sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))),
-                            'tools', 'analysis_tools'))
-import sk_study  # noqa: E402
-
-from mmdet_sk.analysis.runs import write_config  # noqa: E402
+import sk_study
+from sk_lab.runs import write_config
 
 
 def test_pilot_configs(tmp_path):

@@ -12,8 +12,8 @@ input padded to the preprocessor's divisor (the demo configs on their own 192 x 
 they train and test at, whatever ``--shape``); ``--models`` measures some models only, each with
 its baseline:
 
-* params, and FLOPs of the whole detector in ``mode='tensor'`` from
-  ``tools/analysis_tools/get_flops.py`` (MMEngine's counter: one multiply-add = 1 FLOP,
+* params, and FLOPs of the whole detector in ``mode='tensor'`` as
+  ``tools/analysis_tools/get_flops.py`` counts them (MMEngine's counter: one multiply-add = 1 FLOP,
   operators without a rule count 0), and of backbone + neck alone;
 * inference latency: ``mode='predict'`` in eval mode under ``torch.no_grad``, and of the
   backbone + neck alone (the part SK changes);
@@ -23,16 +23,16 @@ its baseline:
 each the median of interleaved rounds (every model once per round, the order rotated).
 A two-stage detector's RoI head costs in proportion to the number and size of the proposals
 its RPN keeps, which depend on the (random) weights: for every two-stage model the RPN's test
-NMS keeps all of them, up to ``test_cfg.rpn.max_per_img`` (:func:`fix_proposals`; the RoIs
-column counts them), and its classification and regression convs are zero, so that it
-proposes the same anchors in every model (:func:`build`).
+NMS keeps all of them, up to ``test_cfg.rpn.max_per_img``
+(:func:`mmdet_sk.utils.benchmark.fix_proposals`; the RoIs column counts them), and its
+classification and regression convs are zero, so that it proposes the same anchors in every
+model (:func:`mmdet_sk.utils.benchmark.build_benchmark_detector`).
 """
 import argparse
 import json
 import logging
 import os
 import os.path as osp
-import sys
 import time
 from typing import Callable
 
@@ -43,11 +43,11 @@ from mmengine.hub import get_config
 from mmengine.logging import MMLogger
 from torch import nn
 
-from mmdet_sk.utils.benchmark import interleaved
+from mmdet_sk.utils.benchmark import (build_benchmark_detector, dummy_samples, fix_proposals,
+                                      interleaved, num_classes, train_step)
+from mmdet_sk.utils.complexity import model_complexity
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from get_flops import model_complexity  # noqa: E402
 
 GCNET = 'mmdet::gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py'
 DEMO_SHAPE = (192, 192)  # the demo configs' Resize scale
@@ -108,57 +108,6 @@ def load_cfg(config: str) -> Config:
     return get_config(config) if '::' in config else Config.fromfile(osp.join(ROOT, config))
 
 
-def fix_proposals(cfg: Config) -> Config:
-    """Let a two-stage detector's RPN keep ``max_per_img`` proposals at test time, always.
-
-    With random weights the RPN's NMS keeps a weight-dependent number of proposals, and the
-    RoI head costs in proportion: NMS at IoU 1.0 suppresses nothing, so every model's RoI head
-    gets the config's ``test_cfg.rpn.max_per_img`` (as a trained RPN on a COCO image mostly
-    does). The FLOP count builds its model from this config too.
-    """
-    rpn = cfg.model.get('test_cfg', {}).get('rpn')
-    if rpn is not None:
-        rpn.nms.iou_threshold = 1.0
-    return cfg
-
-
-def build(cfg: Config) -> nn.Module:
-    """The detector of ``cfg``, initialised; a two-stage one proposes its anchors.
-
-    The RoI head's cost depends on the size of the boxes it pools (RoIAlign samples a large
-    box more), and a random RPN picks different boxes in different models. Zero classification
-    and regression convs make every model's RPN propose the same anchors, so the models'
-    latencies differ by their backbone and neck only.
-    """
-    from mmdet.registry import MODELS as DET_MODELS
-    from mmengine.model import revert_sync_batchnorm
-    cfg.model.backbone.init_cfg = None
-    torch.manual_seed(0)
-    model = revert_sync_batchnorm(DET_MODELS.build(cfg.model))
-    model.init_weights()
-    if hasattr(model, 'rpn_head'):
-        for layer in (model.rpn_head.rpn_cls, model.rpn_head.rpn_reg):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-    return model
-
-
-def train_step(model: nn.Module, x: torch.Tensor, batch: list) -> Callable:
-    """One training step of ``model`` on ``x`` and ``batch`` (see :func:`samples`) as a
-    callable: the losses, backward and an SGD step at lr 0 (the work of a step, with the same
-    weights, and proposals, in every call)."""
-    optim = torch.optim.SGD(model.parameters(), lr=0., momentum=0.9, weight_decay=1e-4)
-
-    def step() -> None:
-        model.train()
-        loss, _ = model.parse_losses(model(x, batch, mode='loss'))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-
-    return step
-
-
 class Features(nn.Module):
     """Backbone + neck of a detector as a module, for the FLOP counter."""
 
@@ -168,26 +117,6 @@ class Features(nn.Module):
 
     def forward(self, x: torch.Tensor):
         return self.detector.extract_feat(x)
-
-
-def num_classes(cfg: Config) -> int:
-    """Classes of the detector of ``cfg`` (its RoI head's or its dense head's)."""
-    head = cfg.model.roi_head.bbox_head if 'roi_head' in cfg.model else cfg.model.bbox_head
-    return head.num_classes
-
-
-def samples(h: int, w: int, with_gt: bool, classes: int = 80) -> list:
-    from mmdet.structures import DetDataSample
-    from mmengine.structures import InstanceData
-    meta = dict(img_shape=(h, w), ori_shape=(h, w), pad_shape=(h, w), batch_input_shape=(h, w),
-                scale_factor=(1.0, 1.0))
-    sample = DetDataSample(metainfo=meta)
-    if with_gt:
-        boxes = torch.tensor([[0.1, 0.1, 0.4, 0.5], [0.3, 0.2, 0.9, 0.7], [0.6, 0.6, 0.8, 0.95]])
-        sample.gt_instances = InstanceData(
-            bboxes=boxes * torch.tensor([w, h, w, h]),
-            labels=torch.tensor([0, 5, 17]) % classes)  # the demo has 5 classes
-    return [sample]
 
 
 def main() -> None:
@@ -219,7 +148,7 @@ def main() -> None:
     start = time.perf_counter()
     for name, config, base, shape in entries:
         cfg = fix_proposals(load_cfg(config))
-        models[name] = model = build(cfg)
+        models[name] = model = build_benchmark_detector(cfg)
         classes[name] = num_classes(cfg)
         divisor = cfg.model.data_preprocessor.get('pad_size_divisor', 1) or 1
         mh, mw = shape or (h, w)
@@ -250,7 +179,7 @@ def main() -> None:
         if hasattr(model, 'roi_head'):
             model.roi_head.bbox_roi_extractor.register_forward_hook(count_rois(key))
 
-        def predict(model=model, x=x, s=samples(ph, pw, False)):
+        def predict(model=model, x=x, s=dummy_samples(ph, pw, False)):
             model.eval()
             with torch.no_grad():
                 model(x, s, mode='predict')
@@ -261,7 +190,7 @@ def main() -> None:
                 model.extract_feat(x)
 
         infer[key], feat[key] = predict, extract
-        train[key] = train_step(model, x, samples(ph, pw, True, classes[key]))
+        train[key] = train_step(model, x, dummy_samples(ph, pw, True, classes[key]))
 
     for kind, fns in (('infer_ms', infer), ('features_ms', feat), ('train_ms', train)):
         for fn in fns.values() if not args.quick else ():

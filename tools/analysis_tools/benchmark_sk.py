@@ -36,8 +36,8 @@ same three modes, interleaved:
   Fuse fc-LN-ReLU, ``gate=True``), with branch 0's weight that of ``conv``,
 * ``no gate``: the same unit with ``gate=False`` (the paper's SK unit), same weights,
 * ``fold`` (infer rows): ``SK`` in eval mode with the dilated branches' BatchNorms folded into
-  their convs (:func:`fold_skconv`, a prototype of what an ``SKConv.fuse_bn`` could do; the
-  gated unit needs branch 0's raw conv output, so its norm stays).
+  their convs (:func:`fold_skconv`, this benchmark's own code, not a feature of
+  :class:`SKConv`; the gated unit needs branch 0's raw conv output, so its norm stays).
 
 The slot's ``norm2`` and ReLU follow either, so they are left out. Memory as for SKAttention,
 of ``conv`` and ``SK``, but the saved activations count the input (all the conv saves).
@@ -57,26 +57,20 @@ import time
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import torch
-from mmcv.cnn import ContextBlock
 from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
-from mmdet_sk.models.layers import SKAttention, SKConv
-from mmdet_sk.models.layers._seed_sk import SeedSKAttention
-from mmdet_sk.utils.benchmark import interleaved, time_ms
+from mmdet_sk.models.layers import SKConv
+from mmdet_sk.utils.benchmark import measure
+from mmdet_sk.utils.block_benchmark import (PRESETS, REDUCTION, L, block_calls,
+                                            build_block_variants, check_block_outputs,
+                                            randomise_bns)
 
-# groups=0 stands for depthwise (groups = channels).
-PRESETS = {
-    'seed': dict(kernels=(1, 3, 5, 7), dilations=(1, 1, 1, 1), groups=1),
-    'paper': dict(kernels=(3, 3), dilations=(1, 2), groups=32),
-    'depthwise': dict(kernels=(3, 5), dilations=(1, 1), groups=0),
-}
 PRESET_NOTES = {
     'seed': 'seed default: kernels (1, 3, 5, 7), dense',
     'paper': 'SKNet paper: kernels (3, 3), dilations (1, 2), groups 32',
     'depthwise': 'kernels (3, 5), groups = channels',
 }
-REDUCTION, L = 16, 32
 # The seed's own input, then FPN levels P3-P6 (strides 8-64) of a 1333x800 image, batch 1 and 8.
 FPN_SHAPES = [(b, 256, math.ceil(800 / s), math.ceil(1333 / s)) for s in (8, 16, 32, 64)
               for b in (1, 8)]
@@ -149,85 +143,11 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def _randomise_bns(module: nn.Module) -> None:
-    """BatchNorm statistics and affine weights as if trained, so that folding has work."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
-
-
 def conv_macs(preset: str, shape: Shape) -> int:
     """Multiply-adds of the branch convolutions, the yardstick for skipping heavy combos."""
     b, c, h, w = shape
     groups = PRESETS[preset]['groups'] or c
     return b * h * w * c * (c // groups) * sum(k * k for k in PRESETS[preset]['kernels'])
-
-
-def build(preset: str, channels: int, device: torch.device) -> Dict[str, nn.Module]:
-    """The seed module with non-trivial BN statistics, ours with its weights, and the rest."""
-    p = PRESETS[preset]
-    groups = p['groups'] or channels
-    torch.manual_seed(0)
-    seed = SeedSKAttention(channels, p['kernels'], REDUCTION, groups, L, p['dilations'])
-    _randomise_bns(seed)
-    ours = SKAttention(channels, p['kernels'], p['dilations'], REDUCTION, groups, L)
-    ours.load_state_dict(seed.state_dict(), strict=True)
-    models = dict(seed=seed, ours=ours, GC=ContextBlock(channels, ratio=1. / 16))
-    models.update({f'{k}_eval': copy.deepcopy(v).eval() for k, v in models.items()})
-    models['fold'] = copy.deepcopy(models['ours_eval']).fuse_bn()
-    return {k: v.to(device) for k, v in models.items()}
-
-
-def calls(models: Dict[str, nn.Module], mode: str, x: Tensor,
-          grad: Tensor) -> Dict[str, Callable]:
-    """The timed callables of one mode, one per variant."""
-    if mode == 'infer':
-        fold = models['fold']
-        fns = dict(
-            seed=models['seed_eval'],
-            ours=models['ours_eval'],
-            fold=fold,
-            branch=lambda t: [b(t) for b in fold.convs],
-            convs=lambda t: [b.conv(t) for b in fold.convs],
-            GC=models['GC_eval'])
-
-        def wrap(fn):
-
-            def run():
-                with torch.no_grad():
-                    return fn(x)
-
-            return run
-
-        return {k: wrap(fn) for k, fn in fns.items()}
-
-    ours = models['ours']
-    fns = dict(
-        seed=models['seed'],
-        ours=ours,
-        branch=lambda t: [b(t) for b in ours.convs],
-        convs=lambda t: [b.conv(t) for b in ours.convs],
-        GC=models['GC'])
-    params = dict(seed=models['seed'], ours=ours, branch=ours.convs,
-                  convs=nn.ModuleList(b.conv for b in ours.convs), GC=models['GC'])
-
-    def wrap(fn, module):
-        inputs = [x] + list(module.parameters())
-
-        def run():
-            out = fn(x)
-            if mode == 'fwd':
-                return out
-            outs = out if isinstance(out, list) else [out]
-            # autograd.grad, not backward(): no accumulation into .grad between repeats.
-            return torch.autograd.grad(outs, inputs, [grad] * len(outs))
-
-        return run
-
-    return {k: wrap(fn, params[k]) for k, fn in fns.items()}
 
 
 def peak_mb(fn: Callable, device: torch.device) -> float:
@@ -267,28 +187,6 @@ def saved_mb(fn: Callable, keep: Sequence[Tensor]) -> float:
     return sum(storages.values()) / 2**20
 
 
-def measure(fns: Dict[str, Callable], device: torch.device, budget: float,
-            min_rounds: int) -> Tuple[Dict[str, float], int]:
-    """Median milliseconds per variant over interleaved rounds, and the number of rounds."""
-    first = {k: time_ms(fn, device) for k, fn in fns.items()}  # warm-up, and the round cost
-    rounds = max(min_rounds, min(25, int(budget * 1e3 / sum(first.values()))))
-    return interleaved(fns, rounds, device), rounds
-
-
-def check_outputs(models: Dict[str, nn.Module], x: Tensor) -> None:
-    """The variants compute the same block: fail loudly before timing anything if not.
-
-    TF32 is off for the check only: folding changes the weights' rounding, which TF32 would
-    magnify beyond the tolerance.
-    """
-    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        ref = models['seed'](x)
-        torch.testing.assert_close(models['ours'](x), ref, rtol=1e-4, atol=1e-4)
-        ref = models['seed_eval'](x)
-        torch.testing.assert_close(models['ours_eval'](x), ref, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(models['fold'](x), ref, rtol=1e-4, atol=1e-4)
-
-
 def measure_modes(x: Tensor, fns_of: Callable, memory: Callable, device: torch.device,
                   args) -> List[dict]:
     """One row per mode of ``MODES``: the interleaved times of the callables
@@ -302,11 +200,11 @@ def measure_modes(x: Tensor, fns_of: Callable, memory: Callable, device: torch.d
 
 
 def run_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dict]:
-    models = build(preset, shape[1], device)
+    models = build_block_variants(preset, shape[1], device)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(shape, generator=gen).to(device)
     grad = torch.randn(shape, generator=gen).to(device)
-    check_outputs(models, x)
+    check_block_outputs(models, x)
 
     def memory(mode, fns):
         if mode == 'fwd':
@@ -314,7 +212,7 @@ def run_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dic
         mine = 'fold' if mode == 'infer' else 'ours'
         return {k: peak_mb(fns[k], device) for k in ('seed', mine)}
 
-    rows = measure_modes(x, lambda mode, xm: calls(models, mode, xm, grad), memory, device,
+    rows = measure_modes(x, lambda mode, xm: block_calls(models, mode, xm, grad), memory, device,
                          args)
     return [dict(preset=preset, shape=list(shape), **r) for r in rows]
 
@@ -322,10 +220,15 @@ def run_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dic
 def fold_skconv(unit: SKConv) -> SKConv:
     """Fold SKConv's branch BatchNorms into their convs, in place, for inference.
 
-    A prototype of an ``SKConv.fuse_bn`` (the fold of :meth:`SKAttention.fuse_bn`): a dilated
-    branch's conv absorbs its norm's affine map (and gets a bias) and the norm becomes
-    ``nn.Identity``. Branch 0's norm is folded into ``weight`` (and ``bias``) only without
-    the gate: the gated output ``conv(x) + s * (SK(x) - conv(x))`` needs branch 0's raw conv.
+    Benchmark-only: it measures what folding would gain, and stays out of the package. The
+    ``fold`` rows of the SKConv grid gain 0-11% over the unfolded unit at inference (fold/SK
+    0.89-1.02), too little for :class:`SKConv` to carry a ``fuse_bn`` as
+    :class:`SKAttention` does.
+
+    The fold of :meth:`SKAttention.fuse_bn`: a dilated branch's conv absorbs its norm's affine
+    map (and gets a bias) and the norm becomes ``nn.Identity``. Branch 0's norm is folded into
+    ``weight`` (and ``bias``) only without the gate: the gated output
+    ``conv(x) + s * (SK(x) - conv(x))`` needs branch 0's raw conv.
     """
     if unit.training:
         raise RuntimeError('fold_skconv() folds running statistics: call .eval() first')
@@ -360,7 +263,7 @@ def skconv_build(slot: dict, device: torch.device) -> Dict[str, nn.Module]:
     c, stride, groups = slot['shape'][1], slot['stride'], slot['groups']
     torch.manual_seed(0)
     sk = SKConv(c, c, 3, stride, 1, groups=groups, gate=True, **SKCONV_CFG)
-    _randomise_bns(sk)
+    randomise_bns(sk)
     nn.init.uniform_(sk.gate, 0.2, 0.8)  # the timing does not depend on it, the checks do
     nogate = SKConv(c, c, 3, stride, 1, groups=groups, gate=False, **SKCONV_CFG)
     nogate.load_state_dict({k: v for k, v in sk.state_dict().items() if k != 'gate'})

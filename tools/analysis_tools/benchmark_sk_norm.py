@@ -14,15 +14,11 @@ with :meth:`SKAttention.fuse_bn`; GN as it is), GN over BN, measured in the same
 """
 import argparse
 import math
-import os.path as osp
-import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from mmdet_sk.models.layers import SKAttention  # noqa: E402
-from mmdet_sk.utils.benchmark import interleaved  # noqa: E402
+from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.utils.benchmark import interleaved
 
 NORMS = {'BN': dict(type='BN'), 'GN': dict(type='GN', num_groups=32)}
 

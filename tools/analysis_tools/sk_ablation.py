@@ -56,7 +56,7 @@ Reported per arm: mAP mean ± std with every seed; the paired difference to ``pl
 ``shipped`` (mean ± std over seeds and how many seeds it wins); SK use per site (``||out -
 x|| / ||x||``; SKConv: against the conv it replaced); the scale line; the cost.
 
-**Rule** (:mod:`mmdet_sk.analysis.stats`, fixed before the results): a paired difference
+**Rule** (:mod:`sk_lab.stats`, fixed before the results): a paired difference
 counts (``higher``/``lower``) when, over the 3 seeds, every seed's difference has the sign of
 the mean, ``|mean| >= 0.005`` mAP and ``|mean| / (std / sqrt(3)) >= 2.92`` (paired t,
 one-sided 5%); otherwise "no difference". The shipped default becomes the arm whose
@@ -76,16 +76,11 @@ import statistics
 import sys
 import time
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))  # the sibling benchmark tools
-
-from mmdet_sk.analysis.report import md_table, seed_plot, write_json, write_text  # noqa: E402
-from mmdet_sk.analysis.runs import (FT_ITERS, collect, kept, kept_result,  # noqa: E402
-                                    save_result, set_gate_keys, set_sk_option, sh, stored,
-                                    test_run, train_run, weights_digest, write_config)
-from mmdet_sk.analysis.stats import (choose_default, fmt, paired_difference,  # noqa: E402
-                                     paired_verdict, summary)
+from sk_lab.report import md_table, seed_plot, write_json, write_text
+from sk_lab.runs import (FT_ITERS, ROOT, collect, kept, kept_result, repo_path, save_result,
+                         set_gate_keys, set_sk_option, sh, stored, test_run, train_run,
+                         weights_digest, write_config)
+from sk_lab.stats import choose_default, fmt, paired_difference, paired_verdict, summary
 
 PLAIN = 'configs/demo/faster-rcnn_r18_fpn_shapes.py'
 SK = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
@@ -197,10 +192,9 @@ def cost_run(run, args, work_dir, config):
     import torch
     from mmengine.config import Config
     from mmengine.logging import MMLogger
-    from benchmark_detector import build, fix_proposals, num_classes, samples, train_step
-    from get_flops import model_complexity
-    import mmdet_sk  # noqa: F401
-    from mmdet_sk.utils.benchmark import interleaved
+    from mmdet_sk.utils.benchmark import (build_benchmark_detector, dummy_samples,
+                                          fix_proposals, interleaved, num_classes, train_step)
+    from mmdet_sk.utils.complexity import model_complexity
 
     print(f'[{time.strftime("%H:%M:%S")}] cost of every arm', flush=True)
     logger = MMLogger.get_current_instance()
@@ -215,8 +209,8 @@ def cost_run(run, args, work_dir, config):
             cfg = fix_proposals(Config.fromfile(write_config(arm_run(arm, 0), arm_dir)))
             flops = model_complexity(cfg, DEMO_SHAPE)
             x = torch.rand(1, 3, *DEMO_SHAPE, generator=torch.Generator().manual_seed(0))
-            steps[arm] = train_step(build(cfg), x,
-                                    samples(*DEMO_SHAPE, True, num_classes(cfg)))
+            steps[arm] = train_step(build_benchmark_detector(cfg), x,
+                                    dummy_samples(*DEMO_SHAPE, True, num_classes(cfg)))
             out[arm] = dict(params=flops['params'], flops=flops['flops'])
     finally:
         logger.setLevel(level)
@@ -234,18 +228,19 @@ def cost_run(run, args, work_dir, config):
 
 
 def p_model(args):
-    """P's checkpoint and its :func:`weights_digest`: given, or trained here (again, when the
-    checkpoint of a kept P is gone with the session that trained it)."""
+    """P's checkpoint (relative to the repository) and its :func:`weights_digest`: given, or
+    trained here (again, when the checkpoint of a kept P is gone with the session that
+    trained it)."""
     if args.p_checkpoint:
-        ckpt = osp.abspath(args.p_checkpoint)
-        digest = weights_digest(ckpt)
+        ckpt = repo_path(args.p_checkpoint)
+        digest = weights_digest(osp.join(ROOT, ckpt))
         p = test_run(dict(name='P', arm='P', seed=0, config=PLAIN, load_from=ckpt,
                           depends_on=digest, source='--p-checkpoint'), args)
     else:
         p = train_run(dict(name='P', arm='P', seed=0, iters=SCRATCH_ITERS, config=PLAIN,
                            need_checkpoint=True), args)
-        ckpt = osp.join(ROOT, p['checkpoint'])
-        digest = p.get('digest') or weights_digest(ckpt)
+        ckpt = p['checkpoint']
+        digest = p.get('digest') or weights_digest(osp.join(ROOT, ckpt))
     if p.get('digest') != digest:
         save_result('P', dict(p, digest=digest), args)
     return ckpt, digest
@@ -274,19 +269,19 @@ def ablation(args):
             run['need_checkpoint'] = kept_result(scale, args) is None
         result = train_run(run, args)
         if scale is not None:
-            scale_run(dict(scale, checkpoint=osp.join(ROOT, result['checkpoint'])), args)
+            scale_run(dict(scale, checkpoint=result['checkpoint']), args)
     if args.stop_after == 'finetune':
         return
 
     scale = arm_run('shipped', 0, name='scale_scratch_shipped', phase='scale', scratch=True)
     if args.scratch_checkpoint:
-        scratch_ckpt = osp.abspath(args.scratch_checkpoint)
-        scale['depends_on'] = weights_digest(scratch_ckpt)
+        scratch_ckpt = repo_path(args.scratch_checkpoint)
+        scale['depends_on'] = weights_digest(osp.join(ROOT, scratch_ckpt))
     else:
         scratch = train_run(arm_run('shipped', 0, name='scratch_shipped_s0', phase='scratch',
                                     iters=SCRATCH_ITERS,
                                     need_checkpoint=kept_result(scale, args) is None), args)
-        scratch_ckpt = osp.join(ROOT, scratch['checkpoint'])
+        scratch_ckpt = scratch['checkpoint']
     scale_run(dict(scale, checkpoint=scratch_ckpt), args)
     if args.stop_after == 'scale':
         return

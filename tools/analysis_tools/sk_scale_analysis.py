@@ -19,12 +19,9 @@ that of the median area of its ground-truth boxes), and writes into ``--out-dir`
 import argparse
 import os
 import os.path as osp
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-import mmdet_sk  # noqa: E402,F401  (registers modules, allow-lists checkpoint contents)
+import mmdet_sk  # noqa: F401  (registers modules, allow-lists checkpoint contents)
 
 
 def parse_args() -> argparse.Namespace:

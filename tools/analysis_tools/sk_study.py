@@ -36,15 +36,10 @@ json,png} and the verdicts, printed and in the Markdown.
 import argparse
 import os.path as osp
 import statistics
-import sys
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
-
-from mmdet_sk.analysis.report import md_table, seed_plot, write_json, write_text  # noqa: E402
-from mmdet_sk.analysis.runs import (FT_ITERS, collect, gate_keys, set_gate_keys,  # noqa: E402
-                                    test_run, train_run)
-from mmdet_sk.analysis.stats import MIN_DIFF, fmt, spread_verdict, summary  # noqa: E402
+from sk_lab.report import seed_plot, write_json, write_text
+from sk_lab.runs import FT_ITERS, ROOT, collect, gate_keys, set_gate_keys, test_run, train_run
+from sk_lab.stats import MIN_DIFF, fmt, spread_verdict, summary
 
 PLAIN = 'configs/demo/faster-rcnn_r18_fpn_shapes.py'
 SK = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
@@ -112,7 +107,7 @@ def study(args):
         config=PLAIN if arm == 'plain' else SK)
 
     p = results['P'] = train_run(scratch('plain', 0), args)
-    p_ckpt = osp.join(ROOT, p['checkpoint'])
+    p_ckpt = p['checkpoint']  # relative to the repository, as every run's load_from
     if args.stop_after == 'P':
         return results
 

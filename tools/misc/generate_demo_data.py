@@ -4,15 +4,10 @@
     python tools/misc/generate_demo_data.py --out-dir data/coco_shapes
 """
 import argparse
-import os.path as osp
-import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
-
-from mmdet_sk.datasets import (CLASSES, dataset_stats, ensure_demo_data,  # noqa: E402
-                               generate_coco_shapes)
-from mmdet_sk.datasets.synthetic_coco import SPLITS  # noqa: E402
+from mmdet_sk.datasets import CLASSES, dataset_stats, ensure_demo_data, generate_coco_shapes
+from mmdet_sk.datasets.synthetic_coco import SPLITS
 
 
 def parse_args() -> argparse.Namespace:

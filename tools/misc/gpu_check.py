@@ -13,8 +13,9 @@ Checks (each guarded: a failure is reported and the others still run):
 * ``identity``: a gated ``SKAttention`` returns its input exactly (train, eval, fp16
   autocast), and the SK ResNet-50 of the R-50 config loaded with a plain ResNet-50's
   trained-like weights computes exactly what the plain one computes.
-* ``bench``: the block benchmark of ``tools/analysis_tools/benchmark_sk.py``, ours against the
-  seed: fwd+bwd and inference, NCHW and channels_last, eager and ``torch.compile``.
+* ``bench``: the block variants that ``tools/analysis_tools/benchmark_sk.py`` times
+  (:mod:`mmdet_sk.utils.block_benchmark`), ours against the seed: fwd+bwd and inference,
+  NCHW and channels_last, eager and ``torch.compile``.
 * ``syncbn``: the R-50 SK config with ``norm_cfg=dict(type='SyncBN')`` (backbone and SK
   blocks) in a one-process ``torchrun`` (NCCL): one forward/backward under DDP.
 
@@ -36,7 +37,6 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 import torch
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, ROOT)
 
 DEMO = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
 R50 = 'configs/faster_rcnn_r50_sk_fpn.py'
@@ -203,8 +203,7 @@ def check_identity(work_dir: str, device: str = 'cuda',
     from mmdet.registry import MODELS
 
     from mmdet_sk.models.layers import SKAttention
-    sys.path.insert(0, osp.join(ROOT, 'tests'))
-    from sk_test_utils import with_running_stats
+    from mmdet_sk.utils.benchmark import trained_like_norms
     _register()
     torch.manual_seed(0)
     block = SKAttention(256, kernels=(3, 3), dilations=(1, 2), groups=32, gate=True).to(device)
@@ -221,7 +220,7 @@ def check_identity(work_dir: str, device: str = 'cuda',
     plain_cfg = dict(sk_cfg, type='ResNet', plugins=None)
     plain = MODELS.build(plain_cfg).to(device)
     plain.init_weights()
-    with_running_stats(plain, gates=False)  # its return value: ResNet.train returns None
+    trained_like_norms(plain)
     sk = MODELS.build(sk_cfg).to(device)
     sk.init_weights()
     result = sk.load_state_dict(plain.state_dict(), strict=False)
@@ -244,20 +243,16 @@ def check_identity(work_dir: str, device: str = 'cuda',
             f'ResNet-50 + {blocks} SK blocks == ResNet-50 (eval, train), bit for bit')
 
 
-def _benchmark_module():
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
-    import benchmark_sk
-    return benchmark_sk
-
-
 def bench_case(preset: str, shape: tuple, channels_last: bool, compiled: bool,
                device: torch.device, budget: float = 0.2, repeats: int = 5) -> Dict[str, dict]:
     """Median ms of the seed, ours and (inference) fold: ``{mode: {variant: ms}}``."""
-    bench = _benchmark_module()
-    models = bench.build(preset, shape[1], device)
+    from mmdet_sk.utils.benchmark import measure
+    from mmdet_sk.utils.block_benchmark import (block_calls, build_block_variants,
+                                                check_block_outputs)
+    models = build_block_variants(preset, shape[1], device)
     gen = torch.Generator().manual_seed(1)
     x, grad = (torch.randn(shape, generator=gen).to(device) for _ in range(2))
-    bench.check_outputs(models, x)  # eager NCHW: ours and fold compute the seed's block
+    check_block_outputs(models, x)  # eager NCHW: ours and fold compute the seed's block
     if channels_last:
         fmt = torch.channels_last
         models = {k: m.to(memory_format=fmt) for k, m in models.items()}
@@ -267,13 +262,13 @@ def bench_case(preset: str, shape: tuple, channels_last: bool, compiled: bool,
         models = {k: torch.compile(m) for k, m in models.items()}
     times = {}
     for mode in ('fwd+bwd', 'infer'):
-        fns = bench.calls(models, mode, x.requires_grad_(mode != 'infer'), grad)
+        fns = block_calls(models, mode, x.requires_grad_(mode != 'infer'), grad)
         fns = {k: fns[k] for k in ('seed', 'ours', 'fold') if k in fns}
         for fn in list(fns.values()) * 3:  # compilation, cuDNN's first calls
             fn()
         if mode == 'infer':
             torch.testing.assert_close(fns['fold'](), fns['seed'](), rtol=1e-2, atol=1e-2)
-        times[mode] = bench.measure(fns, device, budget, repeats)[0]
+        times[mode] = measure(fns, device, budget, repeats)[0]
     return times
 
 

@@ -9,7 +9,8 @@ from torch import Tensor
 from torch.utils import checkpoint as cp
 
 from ..layers.sk_conv import SKConv
-from .plugin_utils import check_plugins, keep_plugins_training, warn_frozen_plugins
+from .plugin_utils import (BOTTLENECK_POSITIONS, check_plugins, keep_plugins_training,
+                           warn_frozen_plugins)
 
 
 class PluginBasicBlock(BasicBlock):
@@ -102,8 +103,7 @@ class PluginResNet(ResNet):
         if depth in self.arch_settings:
             block = self.arch_settings[depth][0]
             positions = (PluginBasicBlock.positions
-                         if block is BasicBlock else ('after_conv1', 'after_conv2',
-                                                      'after_conv3'))
+                         if block is BasicBlock else BOTTLENECK_POSITIONS)
             check_plugins(plugins or [], positions, f'{self.arch_name}-{depth}',
                           num_stages=kwargs.get('num_stages', 4))
         # By keyword: ResNeXt's __init__ (PluginResNeXt) takes groups first.
@@ -123,7 +123,7 @@ class PluginResNet(ResNet):
         """The plugin modules of the blocks of one stage."""
         return [
             getattr(block, name) for block in getattr(self, layer_name)
-            for position in ('after_conv1', 'after_conv2', 'after_conv3')
+            for position in BOTTLENECK_POSITIONS
             for name in getattr(block, f'{position}_plugin_names', [])
         ]
 

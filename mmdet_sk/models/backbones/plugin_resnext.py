@@ -7,7 +7,7 @@ from mmdet.models.backbones.resnext import ResNeXt
 from mmdet.registry import MODELS
 
 from .plugin_resnet import PluginResNet
-from .plugin_utils import check_plugins
+from .plugin_utils import BOTTLENECK_POSITIONS, check_plugins
 
 
 class PluginResNeXtBottleneck(ResNeXtBottleneck):
@@ -31,7 +31,7 @@ class PluginResNeXtBottleneck(ResNeXtBottleneck):
         *args, **kwargs: The other arguments of mmdet's ResNeXt Bottleneck (``groups``,
             ``base_width``, ``base_channels``, ``stride``, ``dcn``, ...).
     """
-    positions = ('after_conv1', 'after_conv2', 'after_conv3')
+    positions = BOTTLENECK_POSITIONS
 
     def __init__(self,
                  inplanes: int,

@@ -7,6 +7,9 @@ from mmengine.logging import print_log
 from mmengine.registry import MODELS
 from torch import nn
 
+#: The plugin positions of MMDetection's ResNet/ResNeXt Bottleneck.
+BOTTLENECK_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
+
 
 def check_plugin_cfg(cfg: dict, where: str) -> None:
     """Check that a plugin ``cfg`` names a registered type.

@@ -13,7 +13,7 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ._running_stats import branch_with_running_stats
-from .sk_select import FuseSelectMixin
+from .sk_select import FuseSelectMixin, check_bool, check_int
 
 IntSeq = Union[int, Sequence[int]]
 
@@ -27,21 +27,6 @@ def _as_int_tuple(name: str, value: IntSeq) -> tuple:
     if any(isinstance(v, bool) or not isinstance(v, int) for v in values):
         raise TypeError(f'SKAttention: every entry of `{name}` must be an int, got {value!r}')
     return tuple(values)
-
-
-def _keep_weights_absent_from_state_dict(module: nn.Module, state_dict: dict, prefix: str,
-                                         *args) -> None:
-    """Load-state-dict pre-hook: a state dict without any of the block's keys keeps its weights.
-
-    A checkpoint of the network without SK has none of the block's keys; the block's current
-    tensors are put in for them (the children read the same dict), so nothing is reported
-    missing and the block keeps its initialisation. A partial match is left alone, and
-    reported as usual.
-    """
-    if any(key.startswith(prefix) for key in state_dict):
-        return
-    for name, tensor in module.state_dict(keep_vars=True).items():
-        state_dict[prefix + name] = tensor.detach()
 
 
 @MODELS.register_module()
@@ -157,12 +142,8 @@ class SKAttention(FuseSelectMixin, BaseModule):
             raise ValueError(f'SKAttention: `dilations` must be positive ints, got {dilations}')
         for name, value in (('in_channels', in_channels), ('groups', groups),
                             ('reduction', reduction), ('L', L)):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f'SKAttention: `{name}` must be an int, got {value!r}')
-            if value < 1:
-                raise ValueError(f'SKAttention: `{name}` must be >= 1, got {value}')
-        if not isinstance(gate, bool):
-            raise TypeError(f'SKAttention: `gate` must be True or False, got {gate!r}')
+            check_int('SKAttention', name, value, 1)
+        check_bool('SKAttention', 'gate', gate)
         if in_channels % groups != 0:
             raise ValueError(f'SKAttention: `in_channels` ({in_channels}) must be divisible '
                              f'by `groups` ({groups}); allowed groups are divisors of '
@@ -199,8 +180,6 @@ class SKAttention(FuseSelectMixin, BaseModule):
         # (record_selection, last_selection) read by SKSelectionHook; shared with SKConv.
         self._init_fuse_select('SKAttention', in_channels, self.d, len(kernels), fuse_cfg)
         self.gate = nn.Parameter(torch.zeros(in_channels)) if gate else None
-        self._register_load_state_dict_pre_hook(_keep_weights_absent_from_state_dict,
-                                                with_module=True)
 
     def init_weights(self) -> None:
         """Initialise the block on its own terms.

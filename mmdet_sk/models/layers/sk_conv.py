@@ -18,35 +18,8 @@ from mmengine.registry import MODELS
 from torch import Tensor, nn
 
 from ._running_stats import branch_with_running_stats
-from .sk_select import FuseSelectMixin
+from .sk_select import FuseSelectMixin, check_bool, check_int
 
-#: The names the replaced conv's tensors have in SKConv (and in a checkpoint of the conv).
-CONV_KEYS = ('weight', 'bias')
-
-
-def _keep_sk_weights_absent_from_state_dict(module: 'SKConv', state_dict: dict, prefix: str,
-                                            *args) -> None:
-    """Load-state-dict pre-hook: a state dict without any of SK's own keys keeps them.
-
-    A checkpoint of the network with a plain conv in place of the unit has the conv's
-    ``weight`` (and ``bias``) but none of SK's own keys (the other branches, the norms, the
-    Fuse, the Select, the gate): the unit's current tensors are put in for SK's keys, so the
-    conv loads, nothing is reported missing and SK keeps its initialisation. A partial match of
-    SK's keys is left alone, and reported as usual.
-    """
-    own = {name: tensor for name, tensor in module.state_dict(keep_vars=True).items()
-           if name not in CONV_KEYS}
-    if any(prefix + name in state_dict for name in own):
-        return
-    for name, tensor in own.items():
-        state_dict[prefix + name] = tensor.detach()
-
-
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f'SKConv: `{name}` must be an int, got {value!r}')
-    if value < minimum:
-        raise ValueError(f'SKConv: `{name}` must be >= {minimum}, got {value}')
 
 
 @MODELS.register_module()
@@ -120,6 +93,9 @@ class SKConv(FuseSelectMixin, BaseModule):
     """
 
     _abbr_ = 'skconv'
+    #: The replaced conv's tensors, under the names a checkpoint of the conv has: loaded from
+    #: such a checkpoint while SK's own keys keep their initialisation.
+    inherited_keys = ('weight', 'bias')
 
     def __init__(self,
                  in_channels: int,
@@ -147,13 +123,12 @@ class SKConv(FuseSelectMixin, BaseModule):
                                      ('padding', padding, 0), ('dilation', dilation, 1),
                                      ('groups', groups, 1), ('branches', branches, 1),
                                      ('reduction', reduction, 1), ('L', L, 1)):
-            _check_int(name, value, minimum)
+            check_int('SKConv', name, value, minimum)
         if kernel_size % 2 == 0:
             raise ValueError(f'SKConv: `kernel_size` must be odd (1, 3, 5, ...) so that the '
                              f'dilated branches keep the output size, got {kernel_size}')
         for name, value in (('bias', bias), ('split_input', split_input), ('gate', gate)):
-            if not isinstance(value, bool):
-                raise TypeError(f'SKConv: `{name}` must be True or False, got {value!r}')
+            check_bool('SKConv', name, value)
         if split_input:
             if gate:
                 raise ValueError('SKConv: `gate=True` needs the replaced conv, which a unit with '
@@ -210,8 +185,6 @@ class SKConv(FuseSelectMixin, BaseModule):
             self.acts.append(act)
         self._init_fuse_select('SKConv', out_channels, self.d, branches, fuse_cfg, fc_bias)
         self.gate = nn.Parameter(torch.zeros(out_channels)) if gate else None
-        self._register_load_state_dict_pre_hook(_keep_sk_weights_absent_from_state_dict,
-                                                with_module=True)
         self._reset_conv()
 
     def _reset_conv(self) -> None:

@@ -48,10 +48,52 @@ def check_fuse_cfg(owner: str, fuse_cfg: Optional[dict]) -> Optional[dict]:
     return cfg
 
 
+def check_int(owner: str, name: str, value, minimum: int) -> None:
+    """Raise unless ``value`` is an int (not a bool) of at least ``minimum``.
+
+    Args:
+        owner (str): Class name for the message.
+        name (str): The argument, for the message.
+        value: The value given.
+        minimum (int): The smallest allowed value.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{owner}: `{name}` must be an int, got {value!r}')
+    if value < minimum:
+        raise ValueError(f'{owner}: `{name}` must be >= {minimum}, got {value}')
+
+
+def check_bool(owner: str, name: str, value) -> None:
+    """Raise unless ``value`` is True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f'{owner}: `{name}` must be True or False, got {value!r}')
+
+
+def keep_own_weights_absent_from_state_dict(module: nn.Module, state_dict: dict, prefix: str,
+                                            *args) -> None:
+    """Load-state-dict pre-hook of SK units: a state dict without any of the unit's own keys
+    keeps the unit's weights.
+
+    A checkpoint of the network without SK has none of the unit's own keys (all of
+    SKAttention's; all of SKConv's but the replaced conv's ``weight``/``bias``, its
+    ``inherited_keys``, which it loads): the unit's current tensors are put in for them (the
+    children read the same dict), so nothing is reported missing and the unit keeps its
+    initialisation. A partial match of its own keys is left alone, and reported as usual.
+    """
+    inherited = getattr(module, 'inherited_keys', ())
+    own = {name: tensor for name, tensor in module.state_dict(keep_vars=True).items()
+           if name not in inherited}
+    if any(prefix + name in state_dict for name in own):
+        return
+    for name, tensor in own.items():
+        state_dict[prefix + name] = tensor.detach()
+
+
 class FuseSelectMixin:
     """Fuse (pool, squeeze) and Select (softmax attention over the branches) of an SK unit.
 
-    The unit calls :meth:`_init_fuse_select` in its ``__init__`` and, in its forward,
+    The unit calls :meth:`_init_fuse_select` in its ``__init__`` (which also registers
+    :func:`keep_own_weights_absent_from_state_dict`) and, in its forward,
     :meth:`_selection_weights`, :meth:`_record` (for the analysis tools) and :meth:`_select`.
 
     Recording: while ``record_selection`` is True (set by
@@ -79,8 +121,7 @@ class FuseSelectMixin:
                 a norm follows ``fc``, and a bias shared by every branch's logit cancels in
                 the softmax). Default: True.
         """
-        if not isinstance(fc_bias, bool):
-            raise TypeError(f'{owner}: `fc_bias` must be True or False, got {fc_bias!r}')
+        check_bool(owner, 'fc_bias', fc_bias)
         fuse_cfg = check_fuse_cfg(owner, fuse_cfg)
         self.fuse_cfg = fuse_cfg
         self.fc = nn.Linear(channels, d, bias=fc_bias)
@@ -101,6 +142,8 @@ class FuseSelectMixin:
         self.softmax = nn.Softmax(dim=0)
         self.record_selection = False
         self.last_selection: Optional[Tensor] = None
+        self._register_load_state_dict_pre_hook(keep_own_weights_absent_from_state_dict,
+                                                with_module=True)
 
     def _default_init(self) -> None:
         """PyTorch's default initialisation for every layer of the unit, the gate at 0.

@@ -1,10 +1,11 @@
-"""mmdet_sk.analysis.runs: derived configs, keep-and-skip, and resume of cut-off runs."""
+"""tools/analysis_tools/sk_lab/runs.py: derived configs, keep-and-skip, resume of cut-off runs,
+and paths relative to the repository."""
 import json
 import os.path as osp
 
 from mmengine.config import Config
 
-from mmdet_sk.analysis import runs
+from sk_lab import runs
 
 SK = 'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py'
 SKCONV = 'configs/demo/faster-rcnn_r18_skconv_fpn_shapes.py'
@@ -28,6 +29,13 @@ def test_derived_config(tmp_path):
     plain = Config.fromfile(runs.write_config(dict(name='y', seed=0, iters=500, config=PLAIN),
                                               str(tmp_path)))
     assert plain.optim_wrapper.optimizer.lr == 0.0015 and plain.get('load_from') is None
+
+
+def test_repo_path_names_files_relative_to_the_repository(tmp_path, monkeypatch):
+    assert runs.repo_path(osp.join(REPO, 'work_dirs', 'P', 'iter_500.pth')) == osp.join(
+        'work_dirs', 'P', 'iter_500.pth')
+    monkeypatch.chdir(tmp_path)  # a relative path is relative to the working directory
+    assert osp.normpath(osp.join(REPO, runs.repo_path('p.pth'))) == str(tmp_path / 'p.pth')
 
 
 def test_sk_options_reach_skconv_and_the_gate_entry(tmp_path):

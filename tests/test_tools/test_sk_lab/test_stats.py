@@ -1,8 +1,8 @@
-"""mmdet_sk.analysis.stats: the experiments' rules, on made-up numbers."""
+"""tools/analysis_tools/sk_lab/stats.py: the experiments' rules, on made-up numbers."""
 import pytest
 
-from mmdet_sk.analysis.stats import (choose_default, fmt, paired_difference, paired_verdict,
-                                     spread_verdict, summary)
+from sk_lab.stats import (choose_default, fmt, paired_difference, paired_verdict,
+                          spread_verdict, summary)
 
 
 def test_summary_and_fmt():

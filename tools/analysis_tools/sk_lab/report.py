@@ -30,7 +30,7 @@ def seed_plot(path: str, panels: Sequence[Tuple[str, str, Sequence[Tuple[str, di
               title: str, zero_line: Optional[Sequence[bool]] = None) -> None:
     """One panel per ``(title, ylabel, [(label, stats), ...])``: each arm's mean ± std as an
     error bar and every seed's value as a cross; ``stats`` from
-    :func:`mmdet_sk.analysis.stats.summary` (None: the arm is left out)."""
+    :func:`sk_lab.stats.summary` (None: the arm is left out)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt

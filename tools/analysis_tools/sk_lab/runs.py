@@ -5,8 +5,9 @@ Every run is ``tools/train.py`` or ``tools/test.py`` of this repository on a con
 from a demo config and written beside the run's results, so each number can be reproduced by
 hand. A run is a dict: ``name`` (its folder under the experiment's work dir), ``config`` (the
 base config, relative to the repository), ``seed`` and, as needed, ``iters``, ``finetune``
-(the fine-tuning recipe below), ``gate`` (set on every SK module), ``load_from``, ``edit``
-(a function that changes the config further) and any labels the experiment keeps (``arm``).
+(the fine-tuning recipe below), ``gate`` (set on every SK module), ``load_from`` (relative to
+the repository, :func:`repo_path`: results keep no machine's paths), ``edit`` (a function
+that changes the config further) and any labels the experiment keeps (``arm``).
 
 A finished run leaves ``result.json`` in its folder (and in a committed store, if the
 experiment has one) and is not run again (:func:`kept`); a training cut off within a session
@@ -23,8 +24,9 @@ import sys
 import time
 from typing import Callable, List, Optional
 
-#: The repository (its tools/ run the experiments).
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: The repository (its tools/ run the experiments): this file is
+#: ``tools/analysis_tools/sk_lab/runs.py`` of a checkout.
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 #: The fine-tuning recipe shared by the study and the ablation: from the trained plain demo
 #: detector, 200 iterations (two epochs of the 800 training images), AdamW lr 5e-4, 20
@@ -35,6 +37,12 @@ FT_WARMUP = 20
 
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 SK_TYPES = ('SKAttention', 'SKConv')
+
+
+def repo_path(path: str) -> str:
+    """``path`` (absolute, or relative to the working directory) relative to the repository,
+    as runs and their results name files: the tools run from the repository's root."""
+    return osp.relpath(osp.abspath(path), ROOT)
 
 
 def finetune_overrides(iters: int, lr: float = FT_LR) -> dict:
@@ -144,7 +152,8 @@ def sk_usage(config: str, checkpoint: str, data_root: str, num_images: int) -> O
 
     See :func:`mmdet_sk.analysis.sk_output_change`. The model is built after seeding as
     ``tools/test.py`` does, so SK weights that the checkpoint does not have are the ones
-    that were evaluated.
+    that were evaluated. ``config`` and ``checkpoint`` are absolute or relative to the
+    repository.
     """
     from mmdet.apis import init_detector
     from mmdet.registry import DATASETS
@@ -153,10 +162,10 @@ def sk_usage(config: str, checkpoint: str, data_root: str, num_images: int) -> O
 
     from mmdet_sk.analysis import sk_groups, sk_output_change
     from mmdet_sk.datasets import data_root_options
-    cfg = Config.fromfile(config)
+    cfg = Config.fromfile(osp.join(ROOT, config))
     cfg.merge_from_dict(dict(opt.split('=', 1) for opt in data_root_options(data_root)))
     set_random_seed(cfg.randomness.seed)
-    model = init_detector(cfg, checkpoint, device='cpu').eval()
+    model = init_detector(cfg, osp.join(ROOT, checkpoint), device='cpu').eval()
     if not sk_groups(model):
         return None
     dataset = DATASETS.build(cfg.test_dataloader.dataset)

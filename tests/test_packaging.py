@@ -72,8 +72,8 @@ def test_python_running_the_suite_is_declared(repo_root):
     assert platform.python_version() in python_requires
     for version in declared:
         assert python_requires.contains(version + '.0'), (version, kw['python_requires'])
-    # Nothing between the declared versions is left out, and nothing above or below them admitted.
+    # Nothing between the declared versions is left out, nothing older admitted (newer Pythons
+    # are not refused; the classifiers say which ran).
     minors = sorted(int(v.split('.')[1]) for v in declared)
     assert minors == list(range(minors[0], minors[-1] + 1))
     assert not python_requires.contains('3.{}.0'.format(minors[0] - 1))
-    assert not python_requires.contains('3.{}.0'.format(minors[-1] + 1))

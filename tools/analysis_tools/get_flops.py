@@ -5,17 +5,8 @@
     python tools/analysis_tools/get_flops.py CONFIG [--shape H W] [--show-table]
         [--cfg-options ...]
 
-The model is built from the config alone (no checkpoint, backbone ``init_cfg`` set to None so
-that nothing is downloaded), in eval mode, with SyncBN turned into BN. It runs once in
-``mode='tensor'`` on a random (1, 3, H, W) input; H and W are padded up to the data
-preprocessor's ``pad_size_divisor``, as a real batch would be. Default shape: the test
-pipeline's ``Resize`` scale, else 800 x 1333.
-
-The numbers are those of MMEngine's counter (fvcore rules): one multiply-add counts as one
-FLOP, and operators it has no rule for count 0. For two-stage detectors the RoI head's share
-depends on the number of proposals the randomly initialised RPN keeps (at most the config's
-``test_cfg.rpn.max_per_img``), as in MMDetection's own ``get_flops.py``. The counting is
-:func:`mmdet_sk.utils.complexity.model_complexity`, which the other tools use too.
+What is built and counted, and how: :mod:`mmdet_sk.utils.complexity`, which the other tools
+use too.
 """
 import argparse
 

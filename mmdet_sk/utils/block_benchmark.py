@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..models.layers import SKAttention
 from ..models.layers._seed_sk import SeedSKAttention
+from .benchmark import trained_like_norms
 
 #: Block presets: branch kernels, dilations and groups (0: depthwise, groups = channels).
 PRESETS = {
@@ -24,16 +25,6 @@ PRESETS = {
 }
 #: Reduction ratio and smallest width of the attention vector, as in the SKNet paper.
 REDUCTION, L = 16, 32
-
-
-def randomise_bns(module: nn.Module) -> None:
-    """BatchNorm statistics and affine weights as if trained, so that folding has work."""
-    for m in module.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.normal_(0, 0.1)
 
 
 def build_block_variants(preset: str, channels: int,
@@ -49,7 +40,7 @@ def build_block_variants(preset: str, channels: int,
     groups = p['groups'] or channels
     torch.manual_seed(0)
     seed = SeedSKAttention(channels, p['kernels'], REDUCTION, groups, L, p['dilations'])
-    randomise_bns(seed)
+    trained_like_norms(seed)  # so that folding has work
     ours = SKAttention(channels, p['kernels'], p['dilations'], REDUCTION, groups, L)
     ours.load_state_dict(seed.state_dict(), strict=True)
     models = dict(seed=seed, ours=ours, GC=ContextBlock(channels, ratio=1. / 16))

@@ -90,10 +90,10 @@ def test_fold_skconv_matches_the_unit(gate, bias):
     import torch
 
     from mmdet_sk.models.layers import SKConv
-    from mmdet_sk.utils.block_benchmark import randomise_bns
+    from mmdet_sk.utils.benchmark import trained_like_norms
     torch.manual_seed(0)
     unit = SKConv(64, 64, 3, 2, 1, groups=32, bias=bias, gate=gate, fuse_cfg=dict())
-    randomise_bns(unit)
+    trained_like_norms(unit)
     if gate:
         torch.nn.init.uniform_(unit.gate, 0.2, 0.8)
     unit.eval()

@@ -61,10 +61,9 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmdet_sk.models.layers import SKConv
-from mmdet_sk.utils.benchmark import measure
+from mmdet_sk.utils.benchmark import measure, trained_like_norms
 from mmdet_sk.utils.block_benchmark import (PRESETS, REDUCTION, L, block_calls,
-                                            build_block_variants, check_block_outputs,
-                                            randomise_bns)
+                                            build_block_variants, check_block_outputs)
 
 PRESET_NOTES = {
     'seed': 'seed default: kernels (1, 3, 5, 7), dense',
@@ -263,7 +262,7 @@ def skconv_build(slot: dict, device: torch.device) -> Dict[str, nn.Module]:
     c, stride, groups = slot['shape'][1], slot['stride'], slot['groups']
     torch.manual_seed(0)
     sk = SKConv(c, c, 3, stride, 1, groups=groups, gate=True, **SKCONV_CFG)
-    randomise_bns(sk)
+    trained_like_norms(sk)
     nn.init.uniform_(sk.gate, 0.2, 0.8)  # the timing does not depend on it, the checks do
     nogate = SKConv(c, c, 3, stride, 1, groups=groups, gate=False, **SKCONV_CFG)
     nogate.load_state_dict({k: v for k, v in sk.state_dict().items() if k != 'gate'})

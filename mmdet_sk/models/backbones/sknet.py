@@ -49,6 +49,13 @@ def build_sk_unit(in_channels: int, out_channels: int, stride: int, dilation: in
                   dilation=dilation, groups=groups, norm_cfg=norm_cfg, **cfg)
 
 
+def refuse_dcn(dcn: Optional[dict], stage_with_dcn=()) -> None:
+    """Raise if ``dcn`` is set: an SKNet block's 3x3 conv is the SK unit, no slot is free."""
+    if dcn is not None or any(stage_with_dcn):
+        raise ValueError('SKNet: `dcn` has no slot in an SKNet block (its 3x3 conv is the SK '
+                         'unit); leave `dcn` and `stage_with_dcn` unset')
+
+
 def residual_forward(block: nn.Module, inner: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """``relu(inner(x))``, ``inner`` under activation checkpointing with ``block.with_cp``."""
     if block.with_cp and x.requires_grad:
@@ -84,9 +91,7 @@ class SKBottleneck(ResNeXtBottleneck):
                  base_channels: int = 64,
                  sk_cfg: Optional[dict] = None,
                  **kwargs) -> None:
-        if kwargs.get('dcn') is not None:
-            raise ValueError('SKNet: `dcn` has no slot in an SKNet block (its conv2 is the SK '
-                             'unit); leave `dcn` and `stage_with_dcn` unset')
+        refuse_dcn(kwargs.get('dcn'))
         super().__init__(inplanes, planes, groups=groups, base_width=base_width,
                          base_channels=base_channels, **kwargs)
         width = self.conv2.out_channels
@@ -139,9 +144,7 @@ class SKBasicBlock(BasicBlock):
                  norm_cfg: dict = dict(type='BN'),
                  sk_cfg: Optional[dict] = None,
                  **kwargs) -> None:
-        if kwargs.get('dcn') is not None:
-            raise ValueError('SKNet: `dcn` has no slot in an SKNet block (its conv1 is the SK '
-                             'unit); leave `dcn` and `stage_with_dcn` unset')
+        refuse_dcn(kwargs.get('dcn'))
         if kwargs.pop('plugins', None):
             raise ValueError('SKNet-18/34: `plugins` are not supported in basic blocks (as '
                              "in mmdet's ResNet-18/34); use depth 50 or 101 for plugins")
@@ -215,9 +218,7 @@ class SKNet(ResNet):
         if depth not in self.arch_settings:
             raise ValueError(f'SKNet: `depth` must be one of {tuple(self.arch_settings)}, '
                              f'got {depth!r}')
-        if kwargs.get('dcn') is not None or any(kwargs.get('stage_with_dcn', ())):
-            raise ValueError('SKNet: `dcn` has no slot in an SKNet block (its 3x3 conv is the '
-                             'SK unit); leave `dcn` and `stage_with_dcn` unset')
+        refuse_dcn(kwargs.get('dcn'), kwargs.get('stage_with_dcn', ()))
         if sk_cfg is not None and not isinstance(sk_cfg, dict):
             raise TypeError(f'SKNet: `sk_cfg` must be None or a dict, got {sk_cfg!r}')
         unknown = sorted(set(sk_cfg or {}) - set(SK_CFG_KEYS))

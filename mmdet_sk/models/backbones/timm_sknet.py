@@ -101,8 +101,7 @@ def timm_sknet_arch(state_dict: Dict[str, Tensor]) -> str:
     sk_conv = {u.rsplit('.', 1)[1] for u in units}
     bottleneck = sk_conv == {'conv2'} and 'layer1.0.conv3.conv.weight' in state_dict
     basic = sk_conv == {'conv1'} and 'layer1.0.conv3.conv.weight' not in state_dict
-    path0 = state_dict['layer1.0.conv1.paths.0.conv.weight' if basic else
-                       'layer1.0.conv2.paths.0.conv.weight']
+    path0 = state_dict[f'{units[0]}.paths.0.conv.weight']  # the first SK unit's branch 0
     if basic and stages == (2, 2, 2, 2):
         found = 'skresnet18'
     elif basic and stages == (3, 4, 6, 3):
@@ -117,9 +116,8 @@ def timm_sknet_arch(state_dict: Dict[str, Tensor]) -> str:
             f'{stages}, layer1.0 SK path conv {tuple(path0.shape)}): not one of the published '
             f'ImageNet SKNets ({names}); e.g. skresnet50/skresnet50d (split input, no groups) '
             f'have no published weights and no SKNet form here')
-    if path0.shape[-1] != 3 or len(stages) != 4:
-        raise ValueError(f'looks like {found} but its SK paths are not 3x3 '
-                         f'(keep_3x3) or it has {len(stages)} stages')
+    if path0.shape[-1] != 3:
+        raise ValueError(f'looks like {found} but its SK paths are not 3x3 (keep_3x3)')
     return found
 
 

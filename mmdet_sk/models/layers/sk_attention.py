@@ -97,8 +97,9 @@ class SKAttention(FuseSelectMixin, BaseModule):
             ``fuse_norm.*``. The paper uses BatchNorm, but ``s`` is one (B, d) vector per
             image: BN in training has one value per channel at batch 1 (it then normalises
             with its running statistics) and very few values at the small per-GPU batches of
-            detection (2 images), and it computes differently in train and eval mode. LayerNorm has no batch
-            statistics, works at any batch size and computes the same in both modes, hence
+            detection (2 images), and it computes differently in train and eval mode.
+            LayerNorm has no batch statistics, works at any batch size and computes the same
+            in both modes, hence
             the default; ``dict(type='BN')`` gives the paper's form exactly (batch > 1).
             Default: None (the seed's Fuse, same outputs and keys).
         init_cfg (dict | list[dict], optional): Initialisation config. Default: None, which

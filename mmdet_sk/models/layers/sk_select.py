@@ -188,14 +188,12 @@ class FuseSelectMixin:
         there it normalises with its running statistics for this forward, as the branches'
         norms do on a 1x1 map (:func:`branch_with_running_stats`).
         """
-        if self._fuse_norm_flat:
-            if z.shape[0] == 1 and normalises_with_batch_stats(self.fuse_norm):
-                return branch_with_running_stats((self.fuse_norm, ), z)
-            return self.fuse_norm(z)
-        z = z[:, :, None, None]
+        x = z if self._fuse_norm_flat else z[:, :, None, None]
         if z.shape[0] == 1 and normalises_with_batch_stats(self.fuse_norm):
-            return branch_with_running_stats((self.fuse_norm, ), z).flatten(1)
-        return self.fuse_norm(z).flatten(1)
+            x = branch_with_running_stats((self.fuse_norm, ), x)
+        else:
+            x = self.fuse_norm(x)
+        return x if self._fuse_norm_flat else x.flatten(1)
 
     def _record(self, weights: Tensor) -> None:
         """Keep ``weights`` (K, B, C), detached, in ``last_selection`` if recording is on.

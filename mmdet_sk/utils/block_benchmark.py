@@ -2,8 +2,8 @@
 """The SKAttention block against the reference module, for the benchmarks.
 
 ``tools/analysis_tools/benchmark_sk.py`` (on the CPU) and ``tools/misc/gpu_check.py`` (on a
-GPU) time the same variants of one block: the reference module (``seed``, the seed
-document's SK block, transcribed), :class:`SKAttention` with its weights (``ours``), ours
+GPU) time the same variants of one block: the reference module (``ref``, the SK block
+the project reproduces, transcribed), :class:`SKAttention` with its weights (``ours``), ours
 with its BatchNorms folded (``fold``) and MMCV's ContextBlock (``GC``, GCNet).
 """
 import copy
@@ -14,12 +14,12 @@ from mmcv.cnn import ContextBlock
 from torch import Tensor, nn
 
 from ..models.layers import SKAttention
-from ..models.layers._seed_sk import SeedSKAttention
+from ..models.layers._reference_sk import ReferenceSKAttention
 from .benchmark import trained_like_norms
 
 #: Block presets: branch kernels, dilations and groups (0: depthwise, groups = channels).
 PRESETS = {
-    'seed': dict(kernels=(1, 3, 5, 7), dilations=(1, 1, 1, 1), groups=1),
+    'default': dict(kernels=(1, 3, 5, 7), dilations=(1, 1, 1, 1), groups=1),
     'paper': dict(kernels=(3, 3), dilations=(1, 2), groups=32),
     'depthwise': dict(kernels=(3, 5), dilations=(1, 1), groups=0),
 }
@@ -31,21 +31,21 @@ def build_block_variants(preset: str, channels: int,
                          device: torch.device) -> Dict[str, nn.Module]:
     """The variants of one block, on ``device``.
 
-    ``seed`` (the reference module, with trained-like BN statistics), ``ours``
-    (:class:`SKAttention` with the seed's weights), ``GC`` (MMCV's ContextBlock, ratio 1/16),
-    an eval-mode copy of each (``seed_eval``, ``ours_eval``, ``GC_eval``) and ``fold``
-    (``ours_eval`` with its BatchNorms folded, :meth:`SKAttention.fuse_bn`).
+    ``ref`` (the reference module, with trained-like BN statistics), ``ours``
+    (:class:`SKAttention` with the reference's weights), ``GC`` (MMCV's ContextBlock, ratio 1/16),
+    an eval-mode copy of each (``ref_eval``, ``ours_eval``, ``GC_eval``) and ``fold``
+    (``ours_eval`` with its BatchNorms folded, :meth:`SKAttention.fold_bn`).
     """
     p = PRESETS[preset]
     groups = p['groups'] or channels
     torch.manual_seed(0)
-    seed = SeedSKAttention(channels, p['kernels'], REDUCTION, groups, L, p['dilations'])
-    trained_like_norms(seed)  # so that folding has work
+    ref = ReferenceSKAttention(channels, p['kernels'], REDUCTION, groups, L, p['dilations'])
+    trained_like_norms(ref)  # so that folding has work
     ours = SKAttention(channels, p['kernels'], p['dilations'], REDUCTION, groups, L)
-    ours.load_state_dict(seed.state_dict(), strict=True)
-    models = dict(seed=seed, ours=ours, GC=ContextBlock(channels, ratio=1. / 16))
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    models = dict(ref=ref, ours=ours, GC=ContextBlock(channels, ratio=1. / 16))
     models.update({f'{k}_eval': copy.deepcopy(v).eval() for k, v in models.items()})
-    models['fold'] = copy.deepcopy(models['ours_eval']).fuse_bn()
+    models['fold'] = copy.deepcopy(models['ours_eval']).fold_bn()
     return {k: v.to(device) for k, v in models.items()}
 
 
@@ -58,7 +58,7 @@ def block_calls(models: Dict[str, nn.Module], mode: str, x: Tensor,
     if mode == 'infer':
         fold = models['fold']
         fns = dict(
-            seed=models['seed_eval'],
+            ref=models['ref_eval'],
             ours=models['ours_eval'],
             fold=fold,
             branch=lambda t: [b(t) for b in fold.convs],
@@ -77,12 +77,12 @@ def block_calls(models: Dict[str, nn.Module], mode: str, x: Tensor,
 
     ours = models['ours']
     fns = dict(
-        seed=models['seed'],
+        ref=models['ref'],
         ours=ours,
         branch=lambda t: [b(t) for b in ours.convs],
         convs=lambda t: [b.conv(t) for b in ours.convs],
         GC=models['GC'])
-    params = dict(seed=models['seed'], ours=ours, branch=ours.convs,
+    params = dict(ref=models['ref'], ours=ours, branch=ours.convs,
                   convs=nn.ModuleList(b.conv for b in ours.convs), GC=models['GC'])
 
     def wrap(fn, module):
@@ -108,8 +108,8 @@ def check_block_outputs(models: Dict[str, nn.Module], x: Tensor) -> None:
     magnify beyond the tolerance.
     """
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        ref = models['seed'](x)
+        ref = models['ref'](x)
         torch.testing.assert_close(models['ours'](x), ref, rtol=1e-4, atol=1e-4)
-        ref = models['seed_eval'](x)
+        ref = models['ref_eval'](x)
         torch.testing.assert_close(models['ours_eval'](x), ref, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(models['fold'](x), ref, rtol=1e-4, atol=1e-4)

@@ -41,17 +41,17 @@ def _check_skconv_rows(rows, nets):
 def test_benchmark_sk_quick(tmp_path):
     out = _run('tools/analysis_tools/benchmark_sk.py', '--json', str(tmp_path / 'sk.json'))
     assert 'cpu: torch' in out and '1 threads' in out
-    assert 'preset    input BxCxHxW    mode      seed ms  ours ms x seed  fold ms' in out
-    for preset in ('seed', 'paper', 'depthwise'):
+    assert 'preset    input BxCxHxW    mode       ref ms  ours ms  x ref  fold ms' in out
+    for preset in ('default', 'paper', 'depthwise'):
         for mode in ('fwd', 'fwd+bwd', 'infer'):
             assert any(line.startswith(preset) and f' {mode} ' in line
                        for line in out.splitlines()), (preset, mode)
-    assert 'targets:' in out and 'seed/fold inference' in out
+    assert 'targets:' in out and 'ref/fold inference' in out
     result = json.loads((tmp_path / 'sk.json').read_text())
     rows = result['rows']
     assert len(rows) == 3 * 2 * 3
     for row in rows:
-        assert set(row['ms']) == {'seed', 'ours', 'fold', 'branch', 'convs', 'GC'} - (
+        assert set(row['ms']) == {'ref', 'ours', 'fold', 'branch', 'convs', 'GC'} - (
             set() if row['mode'] == 'infer' else {'fold'})
         assert all(ms > 0 for ms in row['ms'].values())
         assert all(mb > 0 for mb in row['peak_mb'].values())
@@ -67,7 +67,7 @@ def test_benchmark_sk_quick(tmp_path):
 def test_benchmark_sk_skconv_only(tmp_path):
     out = _run('tools/analysis_tools/benchmark_sk.py', '--skconv-only', '--nets', 'x50',
                '--json', str(tmp_path / 'sk.json'))
-    assert 'targets:' not in out and 'seed ms' not in out and SKCONV_HEADER in out
+    assert 'targets:' not in out and 'ref ms' not in out and SKCONV_HEADER in out
     result = json.loads((tmp_path / 'sk.json').read_text())
     assert result['rows'] == [] and result['meta']['nets'] == {'x50': [32, [256, 512, 1024]]}
     _check_skconv_rows(result['skconv']['rows'], ('x50', ))

@@ -23,7 +23,7 @@ def test_calls_of_every_mode_and_their_times():
     x, grad = torch.randn(1, 64, 5, 5), torch.randn(1, 64, 5, 5)
     for mode in ('fwd', 'fwd+bwd', 'infer'):
         fns = block_calls(models, mode, x.requires_grad_(mode != 'infer'), grad)
-        assert set(fns) == {'seed', 'ours', 'branch', 'convs', 'GC'} | (
+        assert set(fns) == {'ref', 'ours', 'branch', 'convs', 'GC'} | (
             {'fold'} if mode == 'infer' else set())
         if mode == 'fwd+bwd':  # the gradients of the input and of every parameter
             grads = fns['ours']()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Block-level benchmark of SKAttention against the seed, and of SKConv against its conv.
+"""Block benchmarks: SKAttention against the reference module, SKConv against its conv.
 
     python tools/analysis_tools/benchmark_sk.py                 # both grids, < 10 min on 2 cores
     python tools/analysis_tools/benchmark_sk.py --skconv-only   # SKConv grid only, < 5 min
@@ -10,7 +10,7 @@
 SKAttention: for every preset and input shape it times, in one process and interleaved round
 by round:
 
-* ``seed``: the seed document's module, transcribed (the reference),
+* ``ref``: the reference module (the SK block the project reproduces), transcribed,
 * ``ours``: :class:`SKAttention` with the same weights,
 * ``fold``: ours in eval mode with each branch's BatchNorm folded into its conv (inference),
 * ``branch``: ours' conv-norm-act branches alone (fold's branches on inference rows),
@@ -43,7 +43,7 @@ The slot's ``norm2`` and ReLU follow either, so they are left out. Memory as for
 of ``conv`` and ``SK``, but the saved activations count the input (all the conv saves).
 
 Each grid runs its shapes from small to large, in families (a preset; a network). A combo
-whose reference fwd+bwd (the seed's; SK's), estimated from the largest shape measured so far
+whose reference fwd+bwd (the reference's; SK's), estimated from the largest shape measured so far
 in its family scaled by conv multiply-adds, exceeds ``--max-ref-ms`` (2 s), or that would end
 its grid after ``--time-limit`` (250 s per grid), is skipped and listed at the end.
 """
@@ -66,11 +66,12 @@ from mmdet_sk.utils.block_benchmark import (PRESETS, REDUCTION, L, block_calls,
                                             build_block_variants, check_block_outputs)
 
 PRESET_NOTES = {
-    'seed': 'seed default: kernels (1, 3, 5, 7), dense',
+    'default': 'SKAttention\'s default: kernels (1, 3, 5, 7), dense',
     'paper': 'SKNet paper: kernels (3, 3), dilations (1, 2), groups 32',
     'depthwise': 'kernels (3, 5), groups = channels',
 }
-# The seed's own input, then FPN levels P3-P6 (strides 8-64) of a 1333x800 image, batch 1 and 8.
+# The reference module's own input, then FPN levels P3-P6 (strides 8-64) of a 1333x800 image,
+# batch 1 and 8.
 FPN_SHAPES = [(b, 256, math.ceil(800 / s), math.ceil(1333 / s)) for s in (8, 16, 32, 64)
               for b in (1, 8)]
 SHAPES = [(1, 512, 7, 7)] + FPN_SHAPES
@@ -128,7 +129,7 @@ def parse_args() -> argparse.Namespace:
     part.add_argument('--skconv-only', action='store_true',
                       help='only SKConv against the conv it replaces')
     part.add_argument('--no-skconv', action='store_true',
-                      help='only SKAttention against the seed')
+                      help='only SKAttention against the reference module')
     parser.add_argument('--budget', type=float, default=0.8,
                         help='seconds of timed calls per (preset, shape, mode), at least '
                         '--repeats rounds')
@@ -207,9 +208,9 @@ def run_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dic
 
     def memory(mode, fns):
         if mode == 'fwd':
-            return {k: saved_mb(fns[k], [x, *models[k].parameters()]) for k in ('seed', 'ours')}
+            return {k: saved_mb(fns[k], [x, *models[k].parameters()]) for k in ('ref', 'ours')}
         mine = 'fold' if mode == 'infer' else 'ours'
-        return {k: peak_mb(fns[k], device) for k in ('seed', mine)}
+        return {k: peak_mb(fns[k], device) for k in ('ref', mine)}
 
     rows = measure_modes(x, lambda mode, xm: block_calls(models, mode, xm, grad), memory, device,
                          args)
@@ -221,10 +222,10 @@ def fold_skconv(unit: SKConv) -> SKConv:
 
     Benchmark-only: it measures what folding would gain, and stays out of the package. The
     ``fold`` rows of the SKConv grid gain 0-11% over the unfolded unit at inference (fold/SK
-    0.89-1.02), too little for :class:`SKConv` to carry a ``fuse_bn`` as
+    0.89-1.02), too little for :class:`SKConv` to carry a ``fold_bn`` as
     :class:`SKAttention` does.
 
-    The fold of :meth:`SKAttention.fuse_bn`: a dilated branch's conv absorbs its norm's affine
+    The fold of :meth:`SKAttention.fold_bn`: a dilated branch's conv absorbs its norm's affine
     map (and gets a bias) and the norm becomes ``nn.Identity``. Branch 0's norm is folded into
     ``weight`` (and ``bias``) only without the gate: the gated output
     ``conv(x) + s * (SK(x) - conv(x))`` needs branch 0's raw conv.
@@ -343,15 +344,15 @@ def fmt(value, spec: str, width: int) -> str:
 
 
 LEGEND = """\
-x seed: seed time / that variant's time (above 1: faster than the seed).
+x ref: the reference's time / that variant's time (above 1: faster than the reference).
 sel %: (block - branch) / block, the share of fuse + select; infer rows: fold and its branches.
 MB, fwd rows: activations saved for backward (unique storages through saved_tensors_hooks,
-    input and parameters aside), seed and ours;
-    fwd+bwd rows: peak above the level at the call's start, seed and ours ({peak});
-    infer rows: the same peak, seed and fold. ratio: ours (fold) / seed."""
-HEADER = (f'{"preset":<10}{"input BxCxHxW":<17}{"mode":<8}{"seed ms":>9}{"ours ms":>9}'
-          f'{"x seed":>7}{"fold ms":>9}{"x seed":>7}{"branch ms":>10}{"convs ms":>9}'
-          f'{"sel %":>6}{"GC ms":>8} |{"seed MB":>9}{"ours MB":>9}{"ratio":>7}')
+    input and parameters aside), ref and ours;
+    fwd+bwd rows: peak above the level at the call's start, ref and ours ({peak});
+    infer rows: the same peak, ref and fold. ratio: ours (fold) / ref."""
+HEADER = (f'{"preset":<10}{"input BxCxHxW":<17}{"mode":<8}{"ref ms":>9}{"ours ms":>9}'
+          f'{"x ref":>7}{"fold ms":>9}{"x ref":>7}{"branch ms":>10}{"convs ms":>9}'
+          f'{"sel %":>6}{"GC ms":>8} |{"ref MB":>9}{"ours MB":>9}{"ratio":>7}')
 
 
 def row_line(r: dict) -> str:
@@ -360,12 +361,12 @@ def row_line(r: dict) -> str:
     fold = ms.get('fold')
     mine = mem.get('fold', mem.get('ours'))
     return (f'{r["preset"]:<10}{"x".join(map(str, r["shape"])):<17}{r["mode"]:<8}'
-            f'{fmt(ms["seed"], ".1f", 9)}{fmt(ms["ours"], ".1f", 9)}'
-            f'{fmt(ms["seed"] / ms["ours"], ".2f", 7)}{fmt(fold, ".1f", 9)}'
-            f'{fmt(fold and ms["seed"] / fold, ".2f", 7)}{fmt(ms["branch"], ".1f", 10)}'
+            f'{fmt(ms["ref"], ".1f", 9)}{fmt(ms["ours"], ".1f", 9)}'
+            f'{fmt(ms["ref"] / ms["ours"], ".2f", 7)}{fmt(fold, ".1f", 9)}'
+            f'{fmt(fold and ms["ref"] / fold, ".2f", 7)}{fmt(ms["branch"], ".1f", 10)}'
             f'{fmt(ms["convs"], ".1f", 9)}{fmt(100 * (1 - ms["branch"] / block), ".0f", 6)}'
-            f'{fmt(ms["GC"], ".2f", 8)} |{fmt(mem.get("seed"), ".1f", 9)}{fmt(mine, ".1f", 9)}'
-            f'{fmt(mine and mine / mem["seed"], ".2f", 7)}')
+            f'{fmt(ms["GC"], ".2f", 8)} |{fmt(mem.get("ref"), ".1f", 9)}{fmt(mine, ".1f", 9)}'
+            f'{fmt(mine and mine / mem["ref"], ".2f", 7)}')
 
 
 def summary(rows: List[dict]) -> List[str]:
@@ -391,22 +392,22 @@ def summary(rows: List[dict]) -> List[str]:
         return 1 - r['ms']['branch'] / r['ms']['fold' if r['mode'] == 'infer' else 'ours']
 
     def mem(r):
-        return r['peak_mb']['ours'] / r['peak_mb']['seed']
+        return r['peak_mb']['ours'] / r['peak_mb']['ref']
 
     presets = sorted({r['preset'] for r in rows}, key=list(PRESETS).index)
     return [
-        'seed/ours fwd+bwd, paper preset, FPN shapes: ' +
-        span([ratio(r, 'seed', 'ours') for r in pick('paper', 'fwd+bwd', True)], 1.5),
-        'seed/ours, seed preset, every shape and mode: ' +
-        span([ratio(r, 'seed', 'ours') for r in pick('seed')], 1.0),
+        'ref/ours fwd+bwd, paper preset, FPN shapes: ' +
+        span([ratio(r, 'ref', 'ours') for r in pick('paper', 'fwd+bwd', True)], 1.5),
+        'ref/ours, default preset, every shape and mode: ' +
+        span([ratio(r, 'ref', 'ours') for r in pick('default')], 1.0),
     ] + [
-        f'seed/fold inference, {p} preset: ' +
-        span([ratio(r, 'seed', 'fold') for r in pick(p, 'infer')], 2.0) for p in presets
+        f'ref/fold inference, {p} preset: ' +
+        span([ratio(r, 'ref', 'fold') for r in pick(p, 'infer')], 2.0) for p in presets
     ] + [
-        f'peak memory ours/seed fwd+bwd, {p} preset, FPN shapes: ' +
+        f'peak memory ours/ref fwd+bwd, {p} preset, FPN shapes: ' +
         span([mem(r) for r in pick(p, 'fwd+bwd', True)], 0.7, higher=False) for p in presets
     ] + [
-        'saved activations ours/seed, every row: ' +
+        'saved activations ours/ref, every row: ' +
         span([mem(r) for r in pick(mode='fwd')], 0.7, higher=False),
         'fuse+select share (sel %), paper preset, every row: ' +
         span([sel(r) for r in pick('paper')], 0.10, higher=False),
@@ -523,7 +524,7 @@ def main() -> None:
             'CPU allocator events\n    from torch.profiler')
     rows, skipped = [], []
     if not args.skconv_only:
-        print(f'\nSKAttention against the seed: reduction {REDUCTION}, L {L}; presets:')
+        print(f'\nSKAttention against the reference module: reduction {REDUCTION}, L {L}; presets:')
         for p in args.presets:
             print(f'  {p:<10}{PRESET_NOTES[p]}')
         print(LEGEND.format(peak=peak))
@@ -531,7 +532,7 @@ def main() -> None:
         rows, skipped = run_grid(
             [[dict(preset=p, shape=list(s)) for s in shapes] for p in args.presets],
             lambda c: conv_macs(c['preset'], c['shape']),
-            lambda c: run_combo(c['preset'], tuple(c['shape']), device, args), 'seed',
+            lambda c: run_combo(c['preset'], tuple(c['shape']), device, args), 'ref',
             row_line, lambda c: f'{c["preset"]} {"x".join(map(str, c["shape"]))}', args)
         print('targets:')
         for line in summary(rows):

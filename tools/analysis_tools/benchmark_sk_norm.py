@@ -10,7 +10,7 @@ inference), or a norm without running statistics (GroupNorm, 32 groups), which n
 exemption but is computed at inference too. For the gated paper preset (``kernels=(3, 3),
 dilations=(1, 2), groups=32``) on the FPN levels P3-P6 of an 800x1333 image, this prints
 interleaved median times of a training step (forward + backward) and of inference (BN folded
-with :meth:`SKAttention.fuse_bn`; GN as it is), GN over BN, measured in the same run.
+with :meth:`SKAttention.fold_bn`; GN as it is), GN over BN, measured in the same run.
 """
 import argparse
 import math
@@ -65,7 +65,7 @@ def main():
             return run
 
         train = interleaved({k: train_step(b) for k, b in blocks.items()}, args.rounds, device)
-        blocks['BN'].eval().fuse_bn()
+        blocks['BN'].eval().fold_bn()
         blocks['GN'].eval()
         inference = interleaved({k: infer(b) for k, b in blocks.items()}, args.rounds, device)
         print(f'{"P" + str(int(math.log2(stride))):>6} {str(shape[2:]):>18} '

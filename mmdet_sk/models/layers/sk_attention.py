@@ -40,15 +40,15 @@ class SKAttention(FuseSelectMixin, BaseModule):
     returns the attention-weighted sum of the branch outputs (Select). The output has the shape
     of the input.
 
-    With the default arguments the block is the seed module of the project, parameter for
+    With the default arguments the block is the reference module of the project, parameter for
     parameter: its ``state_dict`` keys are ``convs.{i}.conv.*``, ``convs.{i}.bn.*``, ``fc.*`` and
     ``fcs.{i}.*``, so checkpoints of the reference implementation load with ``strict=True``.
-    The branch convolutions keep the seed's bias for that reason.
+    The branch convolutions keep the reference's bias for that reason.
 
     Cost: the branch maps are never stacked and ``U`` is never formed, so training keeps two
-    maps per branch for the backward (the seed keeps three); a ReLU rectifies in place, the
+    maps per branch for the backward (the reference keeps three); a ReLU rectifies in place, the
     pooling is a sum and the output is accumulated in place, which spares passes over the maps
-    and temporary maps. For inference, :meth:`fuse_bn` folds each branch's BatchNorm into its
+    and temporary maps. For inference, :meth:`fold_bn` folds each branch's BatchNorm into its
     convolution. The forward has no data-dependent control flow (``torch.export`` and
     ``torch.compile(fullgraph=True)`` take it whole) and keeps the memory format of its input:
     a channels-last input runs channels-last throughout. The block does not convert an NCHW
@@ -87,10 +87,10 @@ class SKAttention(FuseSelectMixin, BaseModule):
             between it and the output: ``s`` gets a gradient at the first step and every other
             weight of the block from the second (a zero scale before a ReLU, or a
             zero-initialised branch, would cut them off; the softmax selection cannot be
-            zeroed). ``s = 1`` is the seed's block. Train ``s`` without weight decay (the
+            zeroed). ``s = 1`` is the reference block. Train ``s`` without weight decay (the
             shipped configs: ``custom_keys={'.gate': dict(decay_mult=0., lr_mult=10.)}``, chosen
-            by a measured pilot, see docs/sk_forms.md). Default: False (the seed's block).
-        fuse_cfg (dict, optional): The Fuse after the pooling. None: the seed's linear
+            by a measured pilot, see docs/sk_forms.md). Default: False (the reference block).
+        fuse_cfg (dict, optional): The Fuse after the pooling. None: the reference's linear
             ``z = fc(s)``. A dict: the paper's ``z = act(norm(fc(s)))`` (eq. 4), with keys
             ``norm_cfg`` (default ``dict(type='LN')``) and ``act_cfg`` (default
             ``dict(type='ReLU')``), either None to leave it out; the norm's keys are
@@ -101,9 +101,9 @@ class SKAttention(FuseSelectMixin, BaseModule):
             LayerNorm has no batch statistics, works at any batch size and computes the same
             in both modes, hence
             the default; ``dict(type='BN')`` gives the paper's form exactly (batch > 1).
-            Default: None (the seed's Fuse, same outputs and keys).
+            Default: None (the reference's Fuse, same outputs and keys).
         init_cfg (dict | list[dict], optional): Initialisation config. Default: None, which
-            gives every layer PyTorch's default initialisation, as in the seed module.
+            gives every layer PyTorch's default initialisation, as in the reference module.
     """
 
     _abbr_ = 'sk'
@@ -187,7 +187,7 @@ class SKAttention(FuseSelectMixin, BaseModule):
 
         A parent's ``init_weights`` (ResNet applies Kaiming to every ``Conv2d`` it holds) runs
         before its children's, so this method has the last word: without an ``init_cfg`` every
-        layer gets PyTorch's default initialisation, exactly as the seed module is born.
+        layer gets PyTorch's default initialisation, exactly as the reference module is born.
         """
         if self.init_cfg is not None:
             super().init_weights()
@@ -227,7 +227,7 @@ class SKAttention(FuseSelectMixin, BaseModule):
         # x + s * (out - x): exactly x while s is 0, whatever the branches compute.
         return torch.addcmul(x, out - x, self.gate.to(out.dtype)[None, :, None, None])
 
-    def fuse_bn(self) -> 'SKAttention':
+    def fold_bn(self) -> 'SKAttention':
         """Fold each branch's BatchNorm into its convolution, for inference.
 
         In eval mode a BatchNorm is the per-channel affine map
@@ -236,15 +236,15 @@ class SKAttention(FuseSelectMixin, BaseModule):
         the bias becomes ``(bias - mean) * gamma / sqrt(var + eps) + beta``. The norm is then
         replaced by ``nn.Identity``, which saves one pass over every branch map. The outputs
         equal those of the eval-mode block within floating-point rounding. The ``state_dict``
-        loses the norm entries, so fuse after loading a checkpoint, and do not train the
-        fused block (it has no norm left). Branches fused before are left as they are, and
+        loses the norm entries, so fold after loading a checkpoint, and do not train the
+        folded block (it has no norm left). Branches folded before are left as they are, and
         ``mmcv.cnn.fuse_conv_bn(block)`` gives the same result.
 
         Returns:
-            SKAttention: The block itself, fused in place.
+            SKAttention: The block itself, folded in place.
         """
         if self.training:
-            raise RuntimeError('SKAttention.fuse_bn() folds the BatchNorm running statistics '
+            raise RuntimeError('SKAttention.fold_bn() folds the BatchNorm running statistics '
                                'and is only valid in eval mode: call .eval() first')
         for branch in self.convs:
             conv, (norm_name, norm) = branch.conv, list(branch.named_children())[1]
@@ -252,7 +252,7 @@ class SKAttention(FuseSelectMixin, BaseModule):
                 continue
             is_bn = isinstance(norm, nn.modules.batchnorm._BatchNorm)
             if not (is_bn and norm.running_mean is not None and isinstance(conv, nn.Conv2d)):
-                raise TypeError(f'SKAttention.fuse_bn() folds a BatchNorm with running '
+                raise TypeError(f'SKAttention.fold_bn() folds a BatchNorm with running '
                                 f'statistics into a Conv2d; this branch has '
                                 f'{type(conv).__name__} followed by {norm!r}')
             with torch.no_grad():

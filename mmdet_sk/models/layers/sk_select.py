@@ -2,7 +2,7 @@
 """The Fuse and Select steps of Selective Kernel units, shared by SKAttention and SKConv.
 
 The layers are set on the unit itself (``fc``, ``fuse_norm``, ``fcs``), not on a child module,
-so that the ``state_dict`` keys stay those of the seed module (``fc.*``, ``fcs.{i}.*``).
+so that the ``state_dict`` keys stay those of the reference module (``fc.*``, ``fcs.{i}.*``).
 """
 from typing import List, Optional
 

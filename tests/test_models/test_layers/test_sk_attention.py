@@ -4,64 +4,64 @@ import torch
 from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
-from mmdet_sk.models.layers._seed_sk import SeedSKAttention as SeedSK
+from mmdet_sk.models.layers._reference_sk import ReferenceSKAttention as RefSK
 from sk_test_utils import assert_records_selection, with_running_stats
 
 
 def _pair(channels=64, **kwargs):
     torch.manual_seed(0)
-    seed = SeedSK(channels, **kwargs)
+    ref = RefSK(channels, **kwargs)
     ours = SKAttention(
         channels,
         kernels=kwargs.get('kernels', (1, 3, 5, 7)),
         reduction=kwargs.get('reduction', 16),
         groups=kwargs.get('group', 1),
         L=kwargs.get('L', 32))
-    ours.load_state_dict(seed.state_dict(), strict=True)
-    return seed, ours
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
 
 
-def test_state_dict_keys_match_seed():
-    seed, ours = _pair()
-    assert list(seed.state_dict()) == list(ours.state_dict())
+def test_state_dict_keys_match_the_reference():
+    ref, ours = _pair()
+    assert list(ref.state_dict()) == list(ours.state_dict())
 
 
 @pytest.mark.parametrize('mode', ['train', 'eval'])
 @pytest.mark.parametrize('kwargs', [{}, dict(kernels=(3, 5), group=8, reduction=4, L=8)])
-def test_same_outputs_and_gradients_as_seed(mode, kwargs):
-    seed, ours = _pair(**kwargs)
+def test_same_outputs_and_gradients_as_the_reference(mode, kwargs):
+    ref, ours = _pair(**kwargs)
     if mode == 'eval':
         # Give the running statistics something to carry first.
-        for m in (seed, ours):
+        for m in (ref, ours):
             m.train()
             m(torch.randn(2, 64, 9, 9, generator=torch.Generator().manual_seed(1)))
-    getattr(seed, mode)()
+    getattr(ref, mode)()
     getattr(ours, mode)()
     x = torch.randn(2, 64, 11, 13, generator=torch.Generator().manual_seed(2))
     xs, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ys, yo = seed(xs), ours(xo)
+    ys, yo = ref(xs), ours(xo)
     assert yo.shape == x.shape
     torch.testing.assert_close(yo, ys, rtol=1e-5, atol=1e-5)
     g = torch.randn_like(ys)
     ys.backward(g)
     yo.backward(g)
     torch.testing.assert_close(xo.grad, xs.grad, rtol=1e-4, atol=1e-5)
-    grads_seed = dict(seed.named_parameters())
+    grads_ref = dict(ref.named_parameters())
     for name, p in ours.named_parameters():
-        torch.testing.assert_close(p.grad, grads_seed[name].grad, rtol=1e-4, atol=1e-5,
+        torch.testing.assert_close(p.grad, grads_ref[name].grad, rtol=1e-4, atol=1e-5,
                                    msg=lambda m: f'{name}: {m}')
     for name, buf in ours.named_buffers():
-        torch.testing.assert_close(buf, dict(seed.named_buffers())[name])
+        torch.testing.assert_close(buf, dict(ref.named_buffers())[name])
 
 
-def test_seed_parameter_count_and_flops():
+def test_reference_parameter_count_and_flops():
     model = SKAttention(in_channels=512, reduction=8)
     assert model.d == 64
     assert sum(p.numel() for p in model.parameters()) == 22_192_192
-    # The seed's table: thop.profile (ultralytics-thop) on a (1, 512, 7, 7) input, both
+    # The reference's table: thop.profile (ultralytics-thop) on a (1, 512, 7, 7) input, both
     # modules. thop reports multiply-adds (BatchNorm: 4 operations per element) as "FLOPs".
     x = torch.randn(1, 512, 7, 7)
-    for m in (model, SeedSK(512, reduction=8)):
+    for m in (model, RefSK(512, reduction=8)):
         keys = list(m.state_dict())
         macs, params = thop.profile(m.train(), inputs=(x, ), verbose=False)
         assert (macs, params) == (1_079_555_584, 22_192_192)
@@ -177,7 +177,7 @@ def test_init_cfg_is_honoured():
     assert torch.all(m.fc.weight == 0.5) and torch.all(m.fcs[0].weight == 0.5)
 
 
-def test_default_fuse_is_the_seeds_linear_fuse():
+def test_default_fuse_is_the_reference_linear_fuse():
     m = SKAttention(64)
     assert m.fuse_cfg is None and m.fuse_norm is None and m.fuse_act is None
     assert not [k for k in m.state_dict() if k.startswith('fuse_')]
@@ -244,10 +244,10 @@ def test_paper_fuse_with_bn_uses_running_stats_at_batch_one():
     assert not torch.equal(m.fuse_norm.running_mean, mean)
 
 
-def test_seed_checkpoint_into_paper_fuse_reports_the_norm_missing():
-    seed = SKAttention(64)
+def test_default_checkpoint_into_paper_fuse_reports_the_norm_missing():
+    default = SKAttention(64)
     m = SKAttention(64, fuse_cfg=dict())
-    result = m.load_state_dict(seed.state_dict(), strict=False)
+    result = m.load_state_dict(default.state_dict(), strict=False)
     assert sorted(result.missing_keys) == ['fuse_norm.bias', 'fuse_norm.weight']
 
 

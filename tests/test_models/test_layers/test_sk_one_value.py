@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mmdet_sk.models.layers import SKAttention
-from mmdet_sk.models.layers._seed_sk import SeedSKAttention
+from mmdet_sk.models.layers._reference_sk import ReferenceSKAttention
 from sk_test_utils import with_running_stats
 
 PAPER = dict(kernels=(3, 3), dilations=(1, 2), groups=32)
@@ -42,17 +42,17 @@ def test_one_value_per_channel_uses_running_stats_without_updating_them(kwargs):
 
 
 @pytest.mark.parametrize('shape', [(2, 64, 1, 1), (1, 64, 1, 2), (1, 64, 3, 3)])
-def test_larger_maps_train_with_batch_statistics_as_the_seed(shape):
+def test_larger_maps_train_with_batch_statistics_as_the_reference(shape):
     torch.manual_seed(0)
-    seed = SeedSKAttention(64, kernels=(3, 5), group=32, reduction=4, L=8)
+    ref = ReferenceSKAttention(64, kernels=(3, 5), group=32, reduction=4, L=8)
     block = SKAttention(64, kernels=(3, 5), groups=32, reduction=4, L=8)
-    block.load_state_dict(seed.state_dict(), strict=True)
-    seed.train()
+    block.load_state_dict(ref.state_dict(), strict=True)
+    ref.train()
     block.train()
     x = torch.randn(shape)
-    torch.testing.assert_close(block(x), seed(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(block(x), ref(x), rtol=1e-5, atol=1e-5)
     for name, buf in block.named_buffers():
-        torch.testing.assert_close(buf, dict(seed.named_buffers())[name])
+        torch.testing.assert_close(buf, dict(ref.named_buffers())[name])
     assert all(branch.bn.num_batches_tracked.item() == 1 for branch in block.convs)
 
 

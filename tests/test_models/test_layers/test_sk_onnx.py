@@ -32,19 +32,19 @@ def export_and_run(model, path, x):
     return session.run(None, {session.get_inputs()[0].name: x.numpy()}), onnx.load(str(path))
 
 
-def seed_preset():
-    return SKAttention(64)  # the seed's defaults: kernels 1/3/5/7, groups 1, r=16, L=32
+def default_preset():
+    return SKAttention(64)  # the defaults (the reference's): kernels 1/3/5/7, groups 1, r=16, L=32
 
 
 def paper_preset():
     return SKAttention(64, kernels=(3, 3), dilations=(1, 2), groups=32)
 
 
-def paper_preset_fused():
-    return with_running_stats(paper_preset()).eval().fuse_bn()
+def paper_preset_folded():
+    return with_running_stats(paper_preset()).eval().fold_bn()
 
 
-@pytest.mark.parametrize('build', [seed_preset, paper_preset, paper_preset_fused])
+@pytest.mark.parametrize('build', [default_preset, paper_preset, paper_preset_folded])
 def test_sk_block_onnx_matches_pytorch(build, tmp_path):
     torch.manual_seed(0)
     block = with_running_stats(build())

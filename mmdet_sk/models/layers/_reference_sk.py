@@ -1,7 +1,7 @@
 # Copyright (c) mmdet-sk contributors. All rights reserved.
-"""The seed document's SKAttention, transcribed as it is: the reference of the benchmarks.
+"""The reference SKAttention, transcribed as it is: the baseline of the benchmarks.
 
-Private: it exists to measure :class:`SKAttention` against the code the project started from,
+Private: it exists to measure :class:`SKAttention` against the code the project started from (the reference module),
 with the same weights. It is not registered and not exported.
 """
 from collections import OrderedDict
@@ -11,12 +11,12 @@ import torch
 from torch import Tensor, nn
 
 
-class SeedSKAttention(nn.Module):
-    """SKAttention as the seed writes it: stack of the branches, ``U``, ``(w * feats).sum(0)``.
+class ReferenceSKAttention(nn.Module):
+    """SKAttention as the reference writes it: stack of the branches, ``U``, ``(w * feats).sum(0)``.
 
-    The one addition is ``dilations`` (default: all 1, the seed's module), so that the SKNet
-    paper preset (a 3x3 branch dilated by 2) can be measured too; the padding stays the seed's
-    ``k // 2``, scaled by the dilation. Parameter names and shapes are the seed's, so a
+    The one addition is ``dilations`` (default: all 1, the reference module), so that the SKNet
+    paper preset (a 3x3 branch dilated by 2) can be measured too; the padding stays the reference's
+    ``k // 2``, scaled by the dilation. Parameter names and shapes are the reference's, so a
     :class:`SKAttention` with the same arguments loads this module's ``state_dict`` strictly.
 
     Args:
@@ -51,7 +51,7 @@ class SeedSKAttention(nn.Module):
         self.softmax = nn.Softmax(dim=0)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Split, fuse and select exactly as the seed does."""
+        """Split, fuse and select exactly as the reference does."""
         B, C, H, W = x.size()
         conv_outs = [conv(x) for conv in self.convs]
         feats = torch.stack(conv_outs, 0)  # (K, B, C, H, W)

@@ -1,4 +1,4 @@
-"""Export and inference fusion of the SK detectors.
+"""Export and BatchNorm folding of the SK detectors.
 
 * ``torch.export.export`` takes the SK block and the demo detector's backbone + neck (ResNet-18
   with SK, FPN with SK on P3-P6) whole; the exported programs match eager on new inputs.
@@ -111,12 +111,12 @@ def test_fuse_conv_bn_keeps_detector_outputs(detector):
         rois = torch.tensor([[0, 4.0, 4.0, 60.0, 70.0], [0, 30.0, 10.0, 120.0, 90.0]])
         roi = detector.roi_head._bbox_forward(feats, rois)
 
-    fused = fuse_conv_bn(detector)
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    folded = fuse_conv_bn(detector)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
-        feats_f = fused.extract_feat(x)
-        rpn_f = fused.rpn_head(feats_f)
-        roi_f = fused.roi_head._bbox_forward(feats_f, rois)
+        feats_f = folded.extract_feat(x)
+        rpn_f = folded.rpn_head(feats_f)
+        roi_f = folded.roi_head._bbox_forward(feats_f, rois)
     assert all(close(a, b) for a, b in zip(feats_f, feats))
     assert all(close(a, b) for level_a, level_b in zip(rpn_f, rpn)
                for a, b in zip(level_a, level_b))

@@ -1,4 +1,4 @@
-"""SKAttention's inference and memory-format paths: folded BN, mmcv's fuser, channels-last."""
+"""SKAttention's inference and memory-format paths: folded BN (ours and mmcv's), channels-last."""
 import copy
 
 import pytest
@@ -7,7 +7,7 @@ from mmcv.cnn import fuse_conv_bn
 from torch import nn
 
 from mmdet_sk.models.layers import SKAttention
-from mmdet_sk.models.layers._seed_sk import SeedSKAttention
+from mmdet_sk.models.layers._reference_sk import ReferenceSKAttention
 from sk_test_utils import requires_torch, with_running_stats
 
 PRESETS = [
@@ -29,21 +29,21 @@ def test_folded_block_equals_eval_block(kwargs):
     x = torch.randn(2, 32, 11, 9)
     with torch.no_grad():
         expected = block(x)
-        fused = copy.deepcopy(block)
-        assert fused.fuse_bn() is fused
-        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)
-    assert all(isinstance(branch.bn, nn.Identity) for branch in fused.convs)
-    assert not any('.bn.' in key for key in fused.state_dict())
+        folded = copy.deepcopy(block)
+        assert folded.fold_bn() is folded
+        torch.testing.assert_close(folded(x), expected, rtol=1e-5, atol=1e-5)
+    assert all(isinstance(branch.bn, nn.Identity) for branch in folded.convs)
+    assert not any('.bn.' in key for key in folded.state_dict())
     # A second call finds nothing left to fold and changes nothing.
-    weights = [b.conv.weight.clone() for b in fused.convs]
-    fused.fuse_bn()
-    for b, w in zip(fused.convs, weights):
+    weights = [b.conv.weight.clone() for b in folded.convs]
+    folded.fold_bn()
+    for b, w in zip(folded.convs, weights):
         assert torch.equal(b.conv.weight, w)
 
 
 def test_mmcv_fuse_conv_bn_gives_the_same_block():
     block = _trained_block(**PRESETS[1])
-    ours = copy.deepcopy(block).fuse_bn()
+    ours = copy.deepcopy(block).fold_bn()
     theirs = fuse_conv_bn(copy.deepcopy(block))
     assert all(isinstance(branch.bn, nn.Identity) for branch in theirs.convs)
     x = torch.randn(1, 32, 8, 8)
@@ -52,15 +52,15 @@ def test_mmcv_fuse_conv_bn_gives_the_same_block():
         torch.testing.assert_close(theirs(x), ours(x), rtol=1e-6, atol=1e-6)
 
 
-def test_fuse_bn_needs_eval_mode_and_batchnorm():
+def test_fold_bn_needs_eval_mode_and_batchnorm():
     with pytest.raises(RuntimeError, match='eval mode'):
-        SKAttention(16, kernels=(3, )).fuse_bn()
+        SKAttention(16, kernels=(3, )).fold_bn()
     gn = SKAttention(16, kernels=(3, ), norm_cfg=dict(type='GN', num_groups=4)).eval()
     with pytest.raises(TypeError, match='BatchNorm'):
-        gn.fuse_bn()
+        gn.fold_bn()
     no_stats = SKAttention(16, kernels=(3, ), norm_cfg=dict(type='BN', track_running_stats=False))
     with pytest.raises(TypeError, match='running'):
-        no_stats.eval().fuse_bn()
+        no_stats.eval().fold_bn()
 
 
 @pytest.mark.parametrize('mode', ['train', 'eval'])
@@ -84,13 +84,13 @@ def test_channels_last_input_matches_nchw(mode):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
-@requires_torch('2.13', 'saved-map counts of torch 2.13; torch 2.1 saves one more of the seed')
+@requires_torch('2.13', 'saved-map counts of torch 2.13; torch 2.1 saves one more')
 def test_training_keeps_two_maps_per_branch():
-    """The saved activations of one training forward: two maps a branch, the seed's three."""
+    """The saved activations of one training forward: two maps a branch, the reference's three."""
     torch.manual_seed(0)
-    seed = SeedSKAttention(32, (3, 3), 4, 8, 8, (1, 2))
+    ref = ReferenceSKAttention(32, (3, 3), 4, 8, 8, (1, 2))
     ours = SKAttention(32, (3, 3), (1, 2), 4, 8, 8)
-    ours.load_state_dict(seed.state_dict())
+    ours.load_state_dict(ref.state_dict())
     x = torch.randn(2, 32, 12, 12, requires_grad=True)
 
     def saved_maps(module):
@@ -105,7 +105,7 @@ def test_training_keeps_two_maps_per_branch():
             module(x)
         return sum(storages.values()) / (x.numel() * x.element_size())
 
-    assert saved_maps(seed) == 2 * 3 + 1  # the input, conv, ReLU and stacked maps
+    assert saved_maps(ref) == 2 * 3 + 1  # the input, conv, ReLU and stacked maps
     assert saved_maps(ours) == 2 * 2 + 1  # the input, conv and BN-then-ReLU-in-place maps
 
 

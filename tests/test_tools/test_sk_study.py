@@ -36,7 +36,7 @@ def test_pilot_rule_takes_most_sk_use_within_the_loss_limit():
 def test_verdicts_compare_against_the_seed_spread():
     table = dict(ft_safesk=sk_study.summary([0.52, 0.53, 0.54]),
                  ft_plain=sk_study.summary([0.50, 0.51, 0.49]),
-                 ft_seedsk=sk_study.summary([0.50, 0.53, 0.47]),
+                 ft_ungated=sk_study.summary([0.50, 0.53, 0.47]),
                  scratch_sk=sk_study.summary([0.3]))
     lines = sk_study.verdicts(table)
     assert lines[0].startswith('Fine-tuned, gated SK vs plain: 0.530 vs 0.500')

@@ -24,7 +24,7 @@ from its last checkpoint (exactly). The protocol, fixed here before any run:
    * ``plain``: the plain demo config;
    * ``shipped``: the SK demo config as shipped (``configs/demo/faster-rcnn_r18_sk_fpn_shapes.py``):
      gated SKAttention after conv1 of the BasicBlocks of c3-c5 and on the 4 FPN outputs, the
-     seed's linear Fuse, kernels (3, 3) dilations (1, 2), the gate without weight decay and at
+     reference's linear Fuse, kernels (3, 3) dilations (1, 2), the gate without weight decay and at
      10x the learning rate;
    * ``backbone``: ``shipped`` without the neck's SK (the plain FPN);
    * ``neck``: ``shipped`` without the backbone's SK;

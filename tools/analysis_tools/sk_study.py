@@ -19,10 +19,11 @@ an interrupted study continues where it stopped. The protocol (fixed before any 
    input most (mean over sites of ``||out - x|| / ||x||`` on the study's val images) among
    those whose training loss over iterations 61-80 is at most 5% above option (a)'s. The
    demo SK config must carry the chosen setting; the tool stops if it does not.
-3. ``step 0``: P evaluated in three configs before any training: plain, SK as the seed's block
-   (``gate=False``, seeds 0-2: the SK weights are random), SK with the gate (must equal P).
+3. ``step 0``: P evaluated in three configs before any training: plain, SK without the gate
+   (``gate=False``, the reference block; seeds 0-2: the SK weights are random), SK with the
+   gate (must equal P).
 4. ``fine-tune``: from P, 200 iterations (two epochs of the 800 training images; AdamW lr
-   5e-4, 20 iterations warm-up, cosine to 5e-5), arms plain / seed's block / gated SK, seeds
+   5e-4, 20 iterations warm-up, cosine to 5e-5), arms plain / ungated SK / gated SK, seeds
    0, 1, 2.
 5. ``scratch``: the demo SK config (gated) and the plain one, 500 iterations, seeds 0, 1, 2.
 
@@ -48,7 +49,7 @@ SCRATCH_ITERS = 500
 PILOT_ITERS = 80
 ARMS = {  # arm -> (label, config, gate)
     'plain': ('plain', PLAIN, None),
-    'seedsk': ("SK, the seed's block", SK, False),
+    'ungated': ('SK without the gate (the reference block)', SK, False),
     'safesk': ('SK with zero-initialised gate', SK, True),
 }
 PILOT_OPTIONS = {  # option -> custom_keys entry for '.gate' (None: no entry)
@@ -128,7 +129,7 @@ def study(args):
         return results
 
     for arm, (_, config, gate) in ARMS.items():
-        for seed in (SEEDS if arm == 'seedsk' else (0, )):
+        for seed in (SEEDS if arm == 'ungated' else (0, )):
             name = f'step0_{arm}_s{seed}'
             results[name] = test_run(
                 dict(name=name, arm=f'step0_{arm}', seed=seed, config=config, gate=gate,
@@ -178,15 +179,15 @@ def verdicts(table):
                      f'{sa["mean"] - sb["mean"]:+.3f}, spread {spread:.3f}): {verdict}')
 
     compare('ft_safesk', 'ft_plain', 'Fine-tuned, gated SK vs plain')
-    compare('ft_seedsk', 'ft_plain', "Fine-tuned, the seed's SK block vs plain")
-    compare('ft_safesk', 'ft_seedsk', "Fine-tuned, gated SK vs the seed's block")
+    compare('ft_ungated', 'ft_plain', 'Fine-tuned, ungated SK vs plain')
+    compare('ft_safesk', 'ft_ungated', 'Fine-tuned, gated SK vs ungated SK')
     compare('scratch_sk', 'scratch_plain', 'From scratch, gated SK vs plain')
     return lines
 
 
 def report(results, args):
     table = {}
-    for arm in ('step0_plain', 'step0_seedsk', 'step0_safesk', 'ft_plain', 'ft_seedsk',
+    for arm in ('step0_plain', 'step0_ungated', 'step0_safesk', 'ft_plain', 'ft_ungated',
                 'ft_safesk', 'scratch_plain', 'scratch_sk'):
         runs = sorted(arm_runs(results, arm), key=lambda r: r['seed'])
         table[arm] = summary([r['metrics']['bbox_mAP'] for r in runs])
@@ -212,10 +213,10 @@ def report(results, args):
                      f'them to 3 decimals)')
     names = {
         'step0_plain': 'P, plain config (step 0)',
-        'step0_seedsk': "P + SK as the seed's block (step 0, random SK)",
+        'step0_ungated': 'P + ungated SK (step 0, random SK)',
         'step0_safesk': 'P + gated SK (step 0)',
         'ft_plain': f'fine-tuned {FT_ITERS} it., plain',
-        'ft_seedsk': f"fine-tuned {FT_ITERS} it., SK as the seed's block",
+        'ft_ungated': f'fine-tuned {FT_ITERS} it., ungated SK',
         'ft_safesk': f'fine-tuned {FT_ITERS} it., gated SK',
         'scratch_plain': f'from scratch {SCRATCH_ITERS} it., plain',
         'scratch_sk': f'from scratch {SCRATCH_ITERS} it., gated SK',
@@ -246,7 +247,7 @@ def report(results, args):
         for k, r in pilot.items():
             md.append(f'| {k} | {PILOT_OPTIONS[k]} | {late_loss(r):.4f} | '
                       f'{mean_usage(r):.4f} | {r["metrics"]["bbox_mAP"]:.3f} |')
-    arms = [a for a in ('ft_seedsk', 'ft_safesk', 'scratch_sk')
+    arms = [a for a in ('ft_ungated', 'ft_safesk', 'scratch_sk')
             if table.get(a) and table[a]['usage'][0]]
     if arms:
         md += ['', 'SK use per site, ‖out − x‖ / ‖x‖ on the first '

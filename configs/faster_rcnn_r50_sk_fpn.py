@@ -1,11 +1,12 @@
 # Faster R-CNN, ResNet-50 with SK attention in stages c3-c5 and on the FPN outputs, COCO 1x.
-# SK preset of the SKNet paper (3x3 and 3x3 dilated by 2, 32 groups, r=16, L=32): the seed's
-# default (kernels 1/3/5/7, dense) would cost more than the whole detector at FPN resolution.
+# SK preset of the SKNet paper (3x3 and 3x3 dilated by 2, 32 groups, r=16, L=32): the
+# reference module's default (kernels 1/3/5/7, dense) would cost more than the whole detector
+# at FPN resolution.
 # gate=True: each SK block starts as the identity, so the ImageNet ResNet (init_cfg) or a COCO
 # Faster R-CNN (load_from) computes exactly what it computed without SK until training moves it.
-# Form and places as the ablation kept them (docs/results.md, "Which SK to use": no arm beat this one on
-# the demo; the neck-only arm is the cheaper option, SKConv the SKNet form).
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+# Form and places as the ablation kept them (docs/results.md, "Which SK to use": no arm beat
+# this one on the demo; the neck-only arm is the cheaper option, SKConv the SKNet form).
+_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', './_base_/sk_runtime.py']
 
 custom_imports = dict(imports=['mmdet_sk'], allow_failed_imports=False)
 
@@ -26,11 +27,7 @@ model = dict(
         levels=(1, 2, 3, 4),
         plugin=sk))
 
-# The gates start at 0 and must move for SK to be used: no weight decay pulling them back to
-# the identity, 10x the learning rate (chosen by the pilot of tools/analysis_tools/sk_study.py:
-# after 80 fine-tuning iterations the gates reached 0.002 with the base settings, 0.02 so).
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'.gate': dict(decay_mult=0.0, lr_mult=10.0)}))
+# The gates start at 0: no weight decay, 10x the learning rate (configs/_base_/sk_runtime.py).
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.sk_gate_custom_keys}}))
 
-# Crash-safe checkpoints that also carry the RNG state, for an exact --resume.
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(checkpoint={{_base_.sk_checkpoint_hook}})

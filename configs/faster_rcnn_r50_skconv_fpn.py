@@ -3,7 +3,7 @@
 # SKConv holds the conv's weight under the conv's name, so the ImageNet ResNet-50 (init_cfg) or
 # a COCO Faster R-CNN (load_from) loads whole; gate=True: each unit starts as exactly that conv.
 # ResNet-50's conv2 has groups=1, so the dilated branch is a dense 3x3 (the slot's groups).
-_base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', './_base_/sk_runtime.py']
 
 custom_imports = dict(imports=['mmdet_sk'], allow_failed_imports=False)
 
@@ -14,8 +14,7 @@ model = dict(
         dcn=dict(type='SKConv', branches=2, reduction=16, L=32, fuse_cfg=dict(), gate=True),
         stage_with_dcn=(False, True, True, True)))
 
-# The gates start at 0 and must move for SK to be used (see configs/faster_rcnn_r50_sk_fpn.py).
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'.gate': dict(decay_mult=0.0, lr_mult=10.0)}))
+# The gates start at 0: no weight decay, 10x the learning rate (configs/_base_/sk_runtime.py).
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.sk_gate_custom_keys}}))
 
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(checkpoint={{_base_.sk_checkpoint_hook}})

@@ -2,7 +2,7 @@
 # (SKConv: SKNet's M=2, G=32 from the slot, r=16, L=32, Fuse fc-LN-ReLU), through ResNeXt's
 # dcn/stage_with_dcn slot: the ImageNet ResNeXt-50 loads whole, and with gate=True each unit
 # starts as exactly the trained conv. The base is the same detector without SK.
-_base_ = './faster_rcnn_x50_fpn.py'
+_base_ = ['./faster_rcnn_x50_fpn.py', './_base_/sk_runtime.py']
 
 custom_imports = dict(imports=['mmdet_sk'], allow_failed_imports=False)
 
@@ -14,8 +14,7 @@ model = dict(
         dcn=dict(type='SKConv', branches=2, reduction=16, L=32, fuse_cfg=dict(), gate=True),
         stage_with_dcn=(False, True, True, True)))
 
-# The gates start at 0 and must move for SK to be used (see configs/faster_rcnn_r50_sk_fpn.py).
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'.gate': dict(decay_mult=0.0, lr_mult=10.0)}))
+# The gates start at 0: no weight decay, 10x the learning rate (configs/_base_/sk_runtime.py).
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.sk_gate_custom_keys}}))
 
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(checkpoint={{_base_.sk_checkpoint_hook}})

@@ -1,7 +1,7 @@
 # RetinaNet with SKNet-50 (timm's ImageNet skresnext50_32x4d) as backbone, COCO 1x: the
 # delta of MMDetection's ResNeXt RetinaNet (retinanet_x101-32x4d_fpn_1x_coco.py) at depth 50,
 # with the converted timm weights (docs/sknet.md).
-_base_ = 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py'
+_base_ = ['mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', './_base_/sk_runtime.py']
 
 custom_imports = dict(imports=['mmdet_sk'], allow_failed_imports=False)
 
@@ -13,4 +13,4 @@ model = dict(
         base_width=4,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/sknet50_timm.pth')))
 
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(checkpoint={{_base_.sk_checkpoint_hook}})

@@ -1,5 +1,5 @@
 # YOLOX-s with SK attention on CSPDarknet stages 2-4 and on the PAFPN outputs, COCO 300e.
-_base_ = 'mmdet::yolox/yolox_s_8xb8-300e_coco.py'
+_base_ = ['mmdet::yolox/yolox_s_8xb8-300e_coco.py', './_base_/sk_runtime.py']
 
 custom_imports = dict(imports=['mmdet_sk'], allow_failed_imports=False)
 
@@ -20,11 +20,7 @@ model = dict(
     # The PAFPN keeps its own weight names, so plain YOLOX-s checkpoints load whole.
     neck=dict(_delete_=True, type='PluginNeck', neck={{_base_.model.neck}}, plugin=sk))
 
-# The gates start at 0 and must move for SK to be used: no weight decay pulling them back to
-# the identity, 10x the learning rate (chosen by the pilot of tools/analysis_tools/sk_study.py:
-# after 80 fine-tuning iterations the gates reached 0.002 with the base settings, 0.02 so).
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'.gate': dict(decay_mult=0.0, lr_mult=10.0)}))
+# The gates start at 0: no weight decay, 10x the learning rate (configs/_base_/sk_runtime.py).
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.sk_gate_custom_keys}}))
 
-# Crash-safe checkpoints that also carry the RNG state, for an exact --resume.
-default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
+default_hooks = dict(checkpoint={{_base_.sk_checkpoint_hook}})

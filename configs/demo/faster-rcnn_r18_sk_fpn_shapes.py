@@ -1,6 +1,6 @@
 # CPU demo with SK: the plain demo plus the SK delta of configs/faster_rcnn_r50_sk_fpn.py,
 # scaled to ResNet-18 (SK after conv1 of the BasicBlocks of c3-c5) and the 128-channel FPN.
-_base_ = './faster-rcnn_r18_fpn_shapes.py'
+_base_ = ['./faster-rcnn_r18_fpn_shapes.py', '../_base_/sk_runtime.py']
 
 sk = dict(
     type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=32, reduction=16, L=32,
@@ -16,8 +16,5 @@ model = dict(
         levels=(1, 2, 3, 4),
         plugin=sk))
 
-# The gates start at 0 and must move for SK to be used: no weight decay pulling them back to
-# the identity, 10x the learning rate (chosen by the pilot of tools/analysis_tools/sk_study.py:
-# after 80 fine-tuning iterations the gates reached 0.002 with the base settings, 0.02 so).
-optim_wrapper = dict(
-    paramwise_cfg=dict(custom_keys={'.gate': dict(decay_mult=0.0, lr_mult=10.0)}))
+# The gates start at 0: no weight decay, 10x the learning rate (configs/_base_/sk_runtime.py).
+optim_wrapper = dict(paramwise_cfg=dict(custom_keys={{_base_.sk_gate_custom_keys}}))

@@ -84,6 +84,37 @@ def test_demo_classes_match_generator():
             assert tuple(Config.fromfile(osp.join(REPO, config)).classes) == CLASSES
 
 
+def _sk_gates(node):
+    """The ``gate`` options of the SK module configs in ``node`` (a model config)."""
+    if isinstance(node, dict):
+        own = [node.get('gate', False)] if node.get('type') in ('SKAttention', 'SKConv') else []
+        return own + [g for v in node.values() for g in _sk_gates(v)]
+    if isinstance(node, (list, tuple)):
+        return [g for v in node for g in _sk_gates(v)]
+    return []
+
+
+def test_sk_configs_take_the_shared_runtime_settings():
+    """The gates' optimiser settings and the checkpoint hook of configs/_base_/sk_runtime.py
+    reach every SK config."""
+    shared = Config.fromfile(osp.join(REPO, 'configs', '_base_', 'sk_runtime.py'))
+    assert set(shared.sk_gate_custom_keys) == {'.gate'}
+    assert shared.sk_checkpoint_hook.type == 'AtomicCheckpointHook'
+    gated = 0
+    for config in CONFIGS:
+        if EXPECTED_SK[config] == (0, 0):
+            continue
+        cfg = Config.fromfile(osp.join(REPO, config))
+        assert cfg.default_hooks.checkpoint.type == shared.sk_checkpoint_hook.type, config
+        gates = _sk_gates(cfg.model.to_dict())
+        if any(gates):
+            assert all(gates), config
+            gated += 1
+            custom_keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+            assert custom_keys['.gate'] == shared.sk_gate_custom_keys['.gate'], config
+    assert gated == 6
+
+
 # (SKConv config, its baseline in tools/analysis_tools/benchmark_detector.py, the baseline's
 # backbone type): the pair's models differ by the backbone's SKConv slot alone.
 SKCONV_PAIRS = [

@@ -9,6 +9,7 @@ parameters and running statistics (a freshly built ResNet ends each block with a
 """
 import os.path as osp
 import re
+import shutil
 
 import pytest
 import torch
@@ -37,7 +38,9 @@ def _configs(case, tmp_path):
     sk_config, base = CASES[case]
     if sk_config is None:  # the Faster R-CNN delta on another detector's base
         text = open(osp.join(REPO, FASTER)).read()
-        text = re.sub(r"^_base_ = .*$", f"_base_ = '{base}'", text, count=1, flags=re.M)
+        text = re.sub(r"'mmdet::[^']*'", f"'{base}'", text, count=1)
+        # Its other base (configs/_base_/sk_runtime.py) where its relative path finds it.
+        shutil.copytree(osp.join(REPO, 'configs', '_base_'), tmp_path / '_base_')
         sk_config = tmp_path / 'sk_delta.py'
         sk_config.write_text(text)
     sk_cfg = Config.fromfile(osp.join(REPO, sk_config))

@@ -26,6 +26,9 @@ def test_derived_config(tmp_path):
     assert cfg.param_scheduler[-1]['end'] == 80 and cfg.train_cfg.max_iters == 80
     assert cfg.train_cfg.val_interval == 80
     assert cfg.randomness.seed == 2 and cfg.load_from == 'P.pth'
+    # The shared fragment's helper names are gone; the values they carried stay in place.
+    assert 'sk_gate_custom_keys' not in cfg and 'sk_checkpoint_hook' not in cfg
+    assert runs.gate_keys(cfg) == dict(decay_mult=0.0, lr_mult=10.0)
     plain = Config.fromfile(runs.write_config(dict(name='y', seed=0, iters=500, config=PLAIN),
                                               str(tmp_path)))
     assert plain.optim_wrapper.optimizer.lr == 0.0015 and plain.get('load_from') is None

@@ -34,6 +34,8 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 FT_ITERS = 200
 FT_LR = 5e-4
 FT_WARMUP = 20
+#: What the SK configs share, as helper variables (``{{_base_.name}}``).
+SK_RUNTIME = 'configs/_base_/sk_runtime.py'
 
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 SK_TYPES = ('SKAttention', 'SKConv')
@@ -115,6 +117,10 @@ def write_config(run: dict, work_dir: str) -> str:
     cfg.default_hooks.checkpoint.max_keep_ckpts = 1
     if run.get('load_from'):
         cfg.load_from = run['load_from']
+    # The shared fragment's values are in place by now; its helper names would still show
+    # them as they were before the run's edits.
+    for name in Config.fromfile(osp.join(ROOT, SK_RUNTIME)).to_dict():
+        cfg.pop(name, None)
     path = osp.join(work_dir, 'config.py')
     cfg.dump(path)
     return path

@@ -35,7 +35,7 @@ FT_ITERS = 200
 FT_LR = 5e-4
 FT_WARMUP = 20
 #: What the SK configs share, as helper variables (``{{_base_.name}}``).
-SK_RUNTIME = 'configs/_base_/sk_runtime.py'
+SK_RUNTIME = osp.join(ROOT, 'configs', '_base_', 'sk_runtime.py')
 
 METRICS = ('bbox_mAP', 'bbox_mAP_50', 'bbox_mAP_75', 'bbox_mAP_s', 'bbox_mAP_m', 'bbox_mAP_l')
 SK_TYPES = ('SKAttention', 'SKConv')
@@ -119,7 +119,7 @@ def write_config(run: dict, work_dir: str) -> str:
         cfg.load_from = run['load_from']
     # The shared fragment's values are in place by now; its helper names would still show
     # them as they were before the run's edits.
-    for name in Config.fromfile(osp.join(ROOT, SK_RUNTIME)).to_dict():
+    for name in Config.fromfile(SK_RUNTIME).to_dict():
         cfg.pop(name, None)
     path = osp.join(work_dir, 'config.py')
     cfg.dump(path)

@@ -44,8 +44,10 @@ OTHER_DATA_HINT = ('Point the config at your data, e.g. `--cfg-options '
                    '{loader}.dataset.data_root=PATH`.')
 
 
-def _find(cfg, name: str) -> Iterator[Tuple[str, dict]]:
-    """Yield ``(path, node)`` for every dict in ``cfg`` that has a key ``name``."""
+def find_config_nodes(cfg, name: str) -> Iterator[Tuple[str, dict]]:
+    """Yield ``(path, node)`` for every dict in ``cfg`` (a model config, lists and tuples
+    included) that has a key ``name``; ``path`` starts at ``model``. A node may be changed
+    while it is yielded: the walk goes on into its values as they are then."""
     stack = [('model', cfg)]
     while stack:
         path, node = stack.pop()
@@ -74,7 +76,7 @@ def check_plugin_configs(model_cfg: dict) -> None:
     """
     from mmdet.models.backbones.resnet import Bottleneck, ResNet
     from mmdet.registry import MODELS
-    for path, node in _find(model_cfg, 'plugins'):
+    for path, node in find_config_nodes(model_cfg, 'plugins'):
         plugins, type_name = node['plugins'], node.get('type')
         if not plugins or not isinstance(type_name, str):
             continue
@@ -116,7 +118,7 @@ def check_neck_levels(model_cfg: dict) -> None:
     Raises:
         ValueError: Naming both fields and the value to set.
     """
-    for path, node in _find(model_cfg, 'neck'):
+    for path, node in find_config_nodes(model_cfg, 'neck'):
         if node.get('type') == 'PluginNeck':
             try:
                 plugin_neck_levels(node['neck'], node.get('in_channels'),
@@ -226,7 +228,7 @@ def check_sync_bn(cfg: Config, launcher: str) -> None:
         raise ValueError(f'sync_bn={cfg.sync_bn!r} with --launcher {launcher} needs GPUs: '
                          f'torch.nn.SyncBatchNorm does not train on CPU tensors. Leave '
                          f'`sync_bn` unset on CPU (each process normalises its own batch)')
-    for path, node in _find(cfg.model, 'type'):
+    for path, node in find_config_nodes(cfg.model, 'type'):
         if node['type'] in ('SyncBN', 'MMSyncBN'):
             raise ValueError(f'{path}.type={node["type"]!r} with --launcher {launcher} needs '
                              f'GPUs: SyncBN does not train on CPU tensors; use type=\'BN\'')

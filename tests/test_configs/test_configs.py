@@ -11,6 +11,7 @@ from mmengine.config import Config
 from mmengine.logging import MessageHub
 
 from mmdet_sk.models.layers import SKAttention, SKConv
+from mmdet_sk.utils.preflight import find_config_nodes
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
@@ -84,16 +85,6 @@ def test_demo_classes_match_generator():
             assert tuple(Config.fromfile(osp.join(REPO, config)).classes) == CLASSES
 
 
-def _sk_gates(node):
-    """The ``gate`` options of the SK module configs in ``node`` (a model config)."""
-    if isinstance(node, dict):
-        own = [node.get('gate', False)] if node.get('type') in ('SKAttention', 'SKConv') else []
-        return own + [g for v in node.values() for g in _sk_gates(v)]
-    if isinstance(node, (list, tuple)):
-        return [g for v in node for g in _sk_gates(v)]
-    return []
-
-
 def test_sk_configs_take_the_shared_runtime_settings():
     """The gates' optimiser settings and the checkpoint hook of configs/_base_/sk_runtime.py
     reach every SK config."""
@@ -106,7 +97,8 @@ def test_sk_configs_take_the_shared_runtime_settings():
             continue
         cfg = Config.fromfile(osp.join(REPO, config))
         assert cfg.default_hooks.checkpoint.type == shared.sk_checkpoint_hook.type, config
-        gates = _sk_gates(cfg.model.to_dict())
+        gates = [node.get('gate', False) for _, node in find_config_nodes(cfg.model, 'type')
+                 if node['type'] in ('SKAttention', 'SKConv')]
         if any(gates):
             assert all(gates), config
             gated += 1

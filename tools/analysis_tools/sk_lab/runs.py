@@ -65,17 +65,12 @@ def set_sk_option(cfg, key: str, value) -> int:
     Returns:
         int: How many SK configs were changed (0 for a model without SK).
     """
+    from mmdet_sk.utils.preflight import find_config_nodes
     count = 0
-    stack = [cfg.model]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get('type') in SK_TYPES:
-                node[key] = value
-                count += 1
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
+    for _, node in find_config_nodes(cfg.model, 'type'):
+        if node['type'] in SK_TYPES:
+            node[key] = value
+            count += 1
     return count
 
 

@@ -1,9 +1,10 @@
-from .plugin_csp_darknet import PluginCSPDarknet
+from .plugin_csp import CSPStagePluginsMixin, PluginCSPDarknet, PluginCSPNeXt
 from .plugin_resnet import PluginBasicBlock, PluginResNet
 from .plugin_resnext import PluginResNeXt, PluginResNeXtBottleneck
 from .sknet import SKBasicBlock, SKBottleneck, SKNet
 
 __all__ = [
     'PluginBasicBlock', 'PluginResNet', 'PluginResNeXt', 'PluginResNeXtBottleneck',
-    'PluginCSPDarknet', 'SKBasicBlock', 'SKBottleneck', 'SKNet'
+    'CSPStagePluginsMixin', 'PluginCSPDarknet', 'PluginCSPNeXt', 'SKBasicBlock', 'SKBottleneck',
+    'SKNet'
 ]

@@ -10,10 +10,11 @@ import logging
 
 import pytest
 import torch
-from mmdet.models.backbones import CSPDarknet, ResNet, ResNeXt
+from mmdet.models.backbones import CSPDarknet, CSPNeXt, ResNet, ResNeXt
 from mmengine.logging import MMLogger
 
-from mmdet_sk.models.backbones import PluginCSPDarknet, PluginResNet, PluginResNeXt
+from mmdet_sk.models.backbones import (PluginCSPDarknet, PluginCSPNeXt, PluginResNet,
+                                      PluginResNeXt)
 from mmdet_sk.models.layers import SKAttention, SKConv
 
 SK = dict(type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=16, reduction=4,
@@ -51,7 +52,13 @@ def _csp(plain=False, **kwargs):
     return PluginCSPDarknet(**CSP, plugins=[dict(cfg=SK, position='after_stage')], **kwargs)
 
 
-BUILDERS = [_resnet18, _resnet50, _resnext50, _csp]
+def _cspnext(plain=False, **kwargs):
+    if plain:
+        return CSPNeXt(**CSP, **kwargs)
+    return PluginCSPNeXt(**CSP, plugins=[dict(cfg=SK, position='after_stage')], **kwargs)
+
+
+BUILDERS = [_resnet18, _resnet50, _resnext50, _csp, _cspnext]
 
 
 def _train_step(model, x):
@@ -133,6 +140,8 @@ def warnings_logged():
      'PluginResNeXt-50'),
     (lambda stages, frozen: PluginCSPDarknet(**CSP, frozen_stages=frozen, plugins=[
         dict(cfg=SK, stages=stages, position='after_stage')]), 'PluginCSPDarknet'),
+    (lambda stages, frozen: PluginCSPNeXt(**CSP, frozen_stages=frozen, plugins=[
+        dict(cfg=SK, stages=stages, position='after_stage')]), 'PluginCSPNeXt'),
     (lambda stages, frozen: PluginResNet(depth=18, frozen_stages=frozen, dcn=dict(
         type='SKConv', gate=True), stage_with_dcn=stages), 'PluginResNet-18'),  # SKConv
 ])

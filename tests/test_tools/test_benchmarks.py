@@ -115,8 +115,8 @@ def test_benchmark_detector_quick(tmp_path):
     assert '(demo configs: (1, 3, 192, 192))' in out
     names = ('faster-rcnn r50 ', 'faster-rcnn r50 SK ', 'faster-rcnn r50 SKConv',
              'faster-rcnn r50 GCNet', 'faster-rcnn x50 ', 'faster-rcnn x50 SKConv',
-             'faster-rcnn x50 SKNet', 'yolox-s ',
-             'yolox-s SK', 'demo r18 ', 'demo r18 SK ', 'demo r18 SKConv')
+             'faster-rcnn x50 SKNet', 'yolox-s ', 'yolox-s SK', 'rtmdet-tiny ', 'rtmdet-tiny SK',
+             'rtmdet-s ', 'rtmdet-s SK', 'demo r18 ', 'demo r18 SK ', 'demo r18 SKConv')
     for name in names:
         assert any(line.startswith(name) for line in out.splitlines()), name
     models = json.loads((tmp_path / 'det.json').read_text())['models']
@@ -127,6 +127,7 @@ def test_benchmark_detector_quick(tmp_path):
                      ('faster-rcnn r50 SKConv', 'faster-rcnn r50'),
                      ('faster-rcnn x50 SKConv', 'faster-rcnn x50'),
                      ('faster-rcnn x50 SKNet', 'faster-rcnn x50'), ('yolox-s SK', 'yolox-s'),
+                     ('rtmdet-tiny SK', 'rtmdet-tiny'), ('rtmdet-s SK', 'rtmdet-s'),
                      ('demo r18 SK', 'demo r18'), ('demo r18 SKConv', 'demo r18')):
         assert by_name[sk]['baseline'] == base
         assert by_name[sk]['input'] == by_name[base]['input']

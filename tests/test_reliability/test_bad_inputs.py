@@ -22,6 +22,7 @@ from reliability_utils import DEMO_SK, REPO, run_preflight, tool
 DEMO_PLAIN = osp.join(REPO, 'configs', 'demo', 'faster-rcnn_r18_fpn_shapes.py')
 R50_SK = osp.join(REPO, 'configs', 'faster_rcnn_r50_sk_fpn.py')
 YOLOX_SK = osp.join(REPO, 'configs', 'yolox_s_sk_8xb8-300e_coco.py')
+RTMDET_SK = osp.join(REPO, 'configs', 'rtmdet_tiny_sk_8xb32-300e_coco.py')
 SK = dict(type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=32, reduction=16, L=32)
 
 
@@ -67,10 +68,16 @@ def test_plugin_position_not_in_basic_block():
         build(cfg)
 
 
-def test_plugin_position_not_in_csp_darknet():
-    cfg = demo_cfg(YOLOX_SK)
+@pytest.mark.parametrize('config, backbone', [(YOLOX_SK, 'PluginCSPDarknet'),
+                                              (RTMDET_SK, 'PluginCSPNeXt')])
+def test_plugin_position_not_in_a_csp_backbone(config, backbone):
+    cfg = demo_cfg(config)
     cfg.model.backbone.plugins[0].position = 'after_conv2'
-    with pytest.raises(ValueError, match=r"position='after_conv2'.*allowed: after_stage"):
+    match = r"plugins\[0\].position='after_conv2' is not a position of this block; allowed: " \
+        r"after_stage"
+    with pytest.raises(ValueError, match=rf"model.backbone \(type='{backbone}'\): {match}"):
+        check_plugin_configs(cfg.model)  # when the config is loaded
+    with pytest.raises(ValueError, match=rf'{backbone}: {match}'):
         build(cfg)
 
 

@@ -33,11 +33,30 @@ def test_plain_checkpoint_keys_unchanged():
 
 
 def test_sk_keeps_its_own_init_inside_csp_darknet():
+    """CSPDarknet's init reaches the SK blocks' branch convs: Kaiming-uniform weights (the
+    distribution of PyTorch's default) and biases set to 0. Each block then gives every layer
+    PyTorch's default init, whose conv biases are uniform within 1 / sqrt(fan_in), not 0.
+    Every SK tensor is set to a marker value first, so each one is seen to be initialised."""
     torch.manual_seed(0)
     model = PluginCSPDarknet(deepen_factor=0.33, widen_factor=0.25,
                              plugins=[dict(cfg=SK, position='after_stage')])
+    with torch.no_grad():
+        for block in model.plugin_layers:
+            for t in block.state_dict(keep_vars=True).values():
+                t.fill_(7)
     model.init_weights()
     assert all(m.is_init for m in model.plugin_layers)
+    for block in model.plugin_layers:
+        for branch in block.convs:
+            bound = branch.conv.weight[0].numel()**-0.5
+            assert branch.conv.weight.abs().max() <= bound
+            assert torch.all(branch.conv.bias != 0) and branch.conv.bias.abs().max() <= bound
+            for t, value in ((branch.bn.weight, 1), (branch.bn.bias, 0),
+                             (branch.bn.running_mean, 0), (branch.bn.running_var, 1)):
+                assert torch.all(t == value)
+        for fc in [block.fc, *block.fcs]:
+            bound = fc.in_features**-0.5
+            assert fc.weight.abs().max() <= bound and fc.bias.abs().max() <= bound
 
 
 def test_bad_position_and_stages():

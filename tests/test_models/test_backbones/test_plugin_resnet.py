@@ -5,6 +5,7 @@ from mmengine.runner import load_checkpoint
 
 from mmdet_sk.models.backbones import PluginBasicBlock, PluginResNet
 from mmdet_sk.models.layers import SKAttention
+from sk_test_utils import with_running_stats
 
 SK = dict(type='SKAttention', kernels=(3, 3), dilations=(1, 2), groups=16, reduction=4)
 
@@ -28,11 +29,12 @@ def test_resnet18_takes_plugins(position):
 
 
 def test_resnet18_without_plugins_matches_resnet():
+    """Trained-like norms: a fresh eval-mode BatchNorm is nearly the identity, under which a
+    block that skipped or swapped a norm would still match."""
     torch.manual_seed(0)
-    ours, ref = PluginResNet(depth=18), ResNet(depth=18)
+    ours, ref = with_running_stats(PluginResNet(depth=18)), ResNet(depth=18)
     ref.load_state_dict(ours.state_dict(), strict=True)
-    ours.eval()  # mmdet's ResNet.train() returns None: no chaining
-    ref.eval()
+    ref.eval()  # mmdet's ResNet.train() returns None: no chaining
     x = torch.randn(1, 3, 64, 64)
     for a, b in zip(ours(x), ref(x)):
         torch.testing.assert_close(a, b)

@@ -5,6 +5,7 @@ from mmdet.registry import MODELS
 
 from mmdet_sk.models.backbones import PluginResNeXt, PluginResNeXtBottleneck
 from mmdet_sk.models.layers import SKAttention
+from sk_test_utils import with_running_stats
 
 SK = dict(type='SKAttention', groups=32, kernels=(3, 3), dilations=(1, 2), gate=True)
 NARROW = dict(depth=50, groups=32, base_width=4, base_channels=16)
@@ -80,13 +81,15 @@ def test_error_names_the_channels_sk_gets():
 
 
 def test_plain_resnext_checkpoint_loads_by_the_same_keys():
+    """Same keys, and the same outputs with trained-like norms (a fresh eval-mode BatchNorm is
+    nearly the identity, under which a block that skipped or swapped a norm would match)."""
     torch.manual_seed(0)
     plain = ResNeXt(depth=50, groups=32, base_width=4)
+    with_running_stats(plain)  # in eval mode (mmdet's ResNeXt.train() returns None)
     ours = PluginResNeXt(depth=50, groups=32, base_width=4)
     assert list(ours.state_dict()) == list(plain.state_dict())
     ours.load_state_dict(plain.state_dict(), strict=True)
     ours.eval()
-    plain.eval()
     x = torch.randn(1, 3, 64, 64)
     for a, b in zip(ours(x), plain(x)):
         torch.testing.assert_close(a, b)

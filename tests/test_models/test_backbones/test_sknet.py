@@ -10,7 +10,7 @@ import os.path as osp
 
 import pytest
 import torch
-from mmdet.models.backbones import ResNeXt
+from mmdet.models.backbones import ResNet, ResNeXt
 from mmdet.registry import MODELS
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -124,24 +124,39 @@ def test_batch_one_on_32x32_trains(depth):
     outs[-1].sum().backward()
 
 
+def _running_means(model):
+    """The running mean of every BatchNorm of ``model``, by module name."""
+    return {name: m.running_mean.clone() for name, m in model.named_modules()
+            if isinstance(m, _BatchNorm)}
+
+
 @pytest.mark.parametrize('depth', [18, 50])
-def test_batch_one_trains_batch_statistics_where_the_plain_resnext_does(depth):
+def test_batch_one_trains_batch_statistics_where_the_plain_network_does(depth):
     """With ``norm_eval=False`` every SK unit's Fuse BN sees one value per channel at batch 1
     (the descriptor is pooled over the image): it normalises with its running statistics for
-    that step, as the branch norms do on a 1x1 map; a 64x64 image trains as ResNeXt does."""
+    that step, as the branch norms do on a 1x1 map. On a 64x64 image every other norm trains
+    with batch statistics, as every norm of the plain network of the same depth does
+    (ResNet-18 for SKNet-18, ResNeXt-50 32x4d for SKNet-50)."""
     torch.manual_seed(0)
     x = torch.randn(1, 3, 64, 64)
-    plain = ResNeXt(depth=50, groups=32, base_width=4, norm_eval=False)
-    plain.train()
+    plain = (ResNet(depth=18, norm_eval=False) if depth == 18 else
+             ResNeXt(depth=50, groups=32, base_width=4, norm_eval=False))
+    with_running_stats(plain)
+    plain.train()  # mmdet's ResNet.train() returns None
+    before = _running_means(plain)
     plain(x)[-1].sum().backward()
+    assert all(not torch.equal(m, before[n]) for n, m in _running_means(plain).items())
+
     model = with_running_stats(SKNet(depth=depth, norm_eval=False)).train()
-    unit = next(m for m in model.modules() if isinstance(m, SKConv))
-    fuse_mean = unit.fuse_norm.running_mean.clone()
-    branch_mean = unit.norms[0].running_mean.clone()
+    units = [m for m in model.modules() if isinstance(m, SKConv)]
+    fuse = {id(u.fuse_norm) for u in units}
+    norms = {n: m for n, m in model.named_modules() if isinstance(m, _BatchNorm)}
+    before = _running_means(model)
     model(x)[-1].sum().backward()
-    assert torch.equal(unit.fuse_norm.running_mean, fuse_mean)  # one value: not updated
-    assert not torch.equal(unit.norms[0].running_mean, branch_mean)  # batch statistics
-    assert unit.fuse_norm.weight.grad is not None
+    for name, norm in norms.items():
+        updated = not torch.equal(norm.running_mean, before[name])
+        assert updated == (id(norm) not in fuse), name  # Fuse BNs: one value, not updated
+    assert all(u.fuse_norm.weight.grad.abs().sum() > 0 for u in units)
 
 
 def test_frozen_stages_freeze_the_sk_units_with_their_stage():
@@ -227,11 +242,32 @@ def test_plugins_go_on_the_grouped_width():
 
 
 def test_fresh_weights_initialise_every_layer():
-    """No checkpoint: ResNet's init for the ResNet layers, PyTorch's default for SK's."""
+    """No checkpoint: ResNet's init (Kaiming-normal, fan_out, on every ``Conv2d``) for the
+    ResNet layers, PyTorch's default for every layer of the SK units, whose dilated branches
+    are ``Conv2d`` layers that ResNet's init reaches first. Every SK tensor is set to a marker
+    value first, so each one is seen to be initialised."""
     torch.manual_seed(0)
     model = SKNet(depth=18)
+    units = [m for m in model.modules() if isinstance(m, SKConv)]
+    with torch.no_grad():
+        for unit in units:
+            for t in unit.state_dict(keep_vars=True).values():
+                t.fill_(7)
     model.init_weights()
-    unit = model.layer1[0].conv1
-    assert unit.fc.weight.abs().max() <= unit.fc.in_features**-0.5 + 1e-6  # PyTorch default
-    assert isinstance(unit.fuse_norm, nn.BatchNorm2d)
+    for unit in units:
+        # PyTorch's default conv and linear init: uniform within 1 / sqrt(fan_in).
+        for w in [unit.weight] + [c.weight for c in unit.dilated_convs]:
+            assert w.abs().max() <= w[0].numel()**-0.5
+        for fc in [unit.fc, *unit.fcs]:
+            assert fc.weight.abs().max() <= fc.in_features**-0.5 and fc.bias is None
+        for norm in [*unit.norms, unit.fuse_norm]:
+            assert isinstance(norm, nn.BatchNorm2d) and norm.num_batches_tracked == 0
+            for t, value in ((norm.weight, 1), (norm.bias, 0), (norm.running_mean, 0),
+                             (norm.running_var, 1)):
+                assert torch.all(t == value)
+    # ResNet's own convs keep its init: Kaiming-normal with std sqrt(2 / fan_out), which
+    # exceeds PyTorch's default bound (1 / sqrt(fan_in)) for about half of the weights here.
+    w = model.layer1[0].conv2.weight
+    torch.testing.assert_close(w.std(), torch.tensor((2 / (64 * 9))**0.5), rtol=0.02, atol=0)
+    assert w.abs().max() > w[0].numel()**-0.5
     assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -2,6 +2,7 @@
 import glob
 import importlib.util
 import os.path as osp
+import re
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from mmengine.logging import MessageHub
 
 from mmdet_sk.models.layers import SKAttention, SKConv
 from mmdet_sk.utils.preflight import find_config_nodes
+from sk_test_utils import with_running_stats
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
@@ -43,6 +45,20 @@ def _count(module):
     return sum(isinstance(m, SK_TYPES) for m in module.modules())
 
 
+def _inherited(unit):
+    """The keys of the conv an SKConv replaces: its output passes through a closed gate."""
+    return getattr(unit, 'inherited_keys', ())
+
+
+def _trained(unit):
+    """``(name, parameter)`` of an SK unit's trained parameters, but for the branch convs'
+    biases of an SKAttention in training mode: its branch BatchNorms subtract their batch
+    means, so those biases have no effect and a gradient of rounding errors only."""
+    return [(name, p) for name, p in unit.named_parameters() if p.requires_grad and not (
+        unit.training and isinstance(unit, SKAttention)
+        and re.fullmatch(r'convs\.\d+\.conv\.bias', name))]
+
+
 @pytest.mark.parametrize('config', CONFIGS)
 def test_config_builds_trains_and_predicts(config):
     cfg = Config.fromfile(osp.join(REPO, config))
@@ -50,6 +66,10 @@ def test_config_builds_trains_and_predicts(config):
     model = MODELS.build(cfg.model)
     model.init_weights()
     assert (_count(model.backbone), _count(model.neck)) == EXPECTED_SK[config]
+    # Trained-like norms, as the SK configs start from trained weights: a fresh ResNet block
+    # ends in a zero-initialised norm, through which nothing before it in the block (an SK
+    # plugin or unit included) gets a gradient. The gates stay closed, as the configs build them.
+    with_running_stats(model, gates=False)
 
     num_classes = (cfg.model.roi_head.bbox_head.num_classes
                    if 'roi_head' in cfg.model else cfg.model.bbox_head.num_classes)
@@ -64,11 +84,23 @@ def test_config_builds_trains_and_predicts(config):
     total, _ = model.parse_losses(losses)
     assert torch.isfinite(total)
     total.backward()
+    units = [m for m in model.modules() if isinstance(m, SK_TYPES)]
+    assert bool(units) == (EXPECTED_SK[config] != (0, 0))
+    if any(m.gate is not None for m in units):
+        # A gated unit starts as the identity (gate 0): at the first step its gradient reaches
+        # the gate and an SKConv's replaced conv only; a (small) SGD step opens the gates, and
+        # the second step reaches every weight.
+        for m in units:
+            for name, p in _trained(m):
+                assert bool(p.grad.any()) == (name == 'gate' or name in _inherited(m)), name
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+        optimizer.step()
+        optimizer.zero_grad()
+        total, _ = model.parse_losses(model(**data, mode='loss'))
+        total.backward()
     # Every SK weight outside the frozen stages (SKNet's stage 1 under frozen_stages=1) learns.
-    sk_grads = [p.grad for m in model.modules() if isinstance(m, SK_TYPES)
-                for p in m.parameters() if p.requires_grad]
-    assert all(g is not None for g in sk_grads)
-    assert bool(sk_grads) == (EXPECTED_SK[config] != (0, 0))
+    idle = [name for m in units for name, p in _trained(m) if p.grad is None or not p.grad.any()]
+    assert not idle
 
     model.eval()
     data = model.data_preprocessor(packed, False)
@@ -96,7 +128,10 @@ def test_sk_configs_take_the_shared_runtime_settings():
         if EXPECTED_SK[config] == (0, 0):
             continue
         cfg = Config.fromfile(osp.join(REPO, config))
-        assert cfg.default_hooks.checkpoint.type == shared.sk_checkpoint_hook.type, config
+        # The shared hook, every key of it, merged into the base's (whose interval stays).
+        hook = cfg.default_hooks.checkpoint
+        assert {k: hook.get(k) for k in shared.sk_checkpoint_hook} == dict(
+            shared.sk_checkpoint_hook), config
         gates = [node.get('gate', False) for _, node in find_config_nodes(cfg.model, 'type')
                  if node['type'] in ('SKAttention', 'SKConv')]
         if any(gates):

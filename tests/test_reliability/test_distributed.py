@@ -115,15 +115,25 @@ def sk_detector():
     cfg = Config.fromfile(DEMO_SK)
     cfg.model.backbone.init_cfg = None
     torch.manual_seed(0)
-    return with_running_stats(MODELS.build(cfg.model), gates=False)
+    return with_running_stats(MODELS.build(cfg.model))
 
 
 def test_syncbn_conversion_reaches_sk_blocks(sk_detector):
     """MMEngine's ``sync_bn='torch'`` conversion turns every BN, SK's included, into
-    SyncBatchNorm, keeping the weights; eval-mode outputs are unchanged on CPU."""
+    SyncBatchNorm, keeping the weights; eval-mode outputs are unchanged on CPU. The norms are
+    trained-like and the SK gates open, so that the SK norms count in the outputs."""
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         before = sk_detector.extract_feat(x)
+        gates = [m.gate for m in sk_detector.modules() if isinstance(m, SKAttention)]
+        opened = [g.clone() for g in gates]
+        for g in gates:
+            g.zero_()
+        closed = sk_detector.extract_feat(x)
+        for g, value in zip(gates, opened):
+            g.copy_(value)
+    # The SK blocks act on every output: closing their gates changes each of them.
+    assert all(not torch.allclose(a, b) for a, b in zip(before, closed))
     num_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in sk_detector.modules())
     model = convert_sync_batchnorm(sk_detector, 'torch').eval()  # new norms are in train mode
     sk_blocks = [m for m in model.modules() if isinstance(m, SKAttention)]

@@ -1,8 +1,12 @@
 """tools/model_converters/timm_sknet2mmdet.py: timm SKNet files -> SKNet ``init_cfg`` files.
 
-timm cannot be imported here, so full-size timm state dicts are made from SKNets by the
-inverse renaming (:func:`to_timm`), whose key names are checked against timm's own (the
-reference file written by timm, whose small networks have the depth-18 and depth-50 layouts).
+The converted values are checked against timm's own layout (:func:`assert_converted`): each
+SK unit against timm's ``SelectiveKernel`` forward computed from timm's tensors, on the state
+dicts timm wrote in the reference file (small networks with the depth-18 and depth-50
+layouts). timm cannot be imported here, so the full-size timm state dicts the tool needs are
+made from SKNets by the inverse renaming (:func:`to_timm`), whose key names are checked
+against timm's own; their conversions are checked against their timm layout as well, not by
+converting back.
 """
 import os.path as osp
 import re
@@ -11,11 +15,13 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmdet_sk.models.backbones import SKNet
 from mmdet_sk.models.backbones.timm_sknet import (TIMM_SKNETS, convert_timm_sknet,
                                                   read_state_dict, timm_sknet_arch,
                                                   timm_sknet_to_mmdet)
+from mmdet_sk.models.layers import SKConv
 from sk_test_utils import with_running_stats
 
 TOOL = 'tools/model_converters/timm_sknet2mmdet.py'
@@ -60,14 +66,82 @@ def to_timm(state_dict):
     return out
 
 
+def timm_selective_kernel(timm_sd, unit, x, stride, groups):
+    """timm's ``SelectiveKernel`` (``timm/layers/selective_kernel.py``, ``keep_3x3``) in eval
+    mode on ``x``, from its tensors under timm's names: path ``i`` is a 3x3 conv with dilation
+    and padding ``i + 1``, BN and ReLU, on its slice of the input with ``split_input``; the
+    paths are stacked (B, P, C, H, W); the attention pools their sum, applies the 1x1 convs
+    ``fc_reduce`` (BN, ReLU) and ``fc_select``, views the (B, P * C) logits as (B, P, C) and
+    takes the softmax over the paths."""
+    num = sum(1 for k in timm_sd
+              if re.fullmatch(rf'{re.escape(unit)}\.paths\.\d+\.conv\.weight', k))
+    w0 = timm_sd[f'{unit}.paths.0.conv.weight']
+    split = w0.shape[1] * groups < x.shape[1]  # split_input: each path sees 1 / P of x
+    xs = torch.split(x, x.shape[1] // num, 1) if split else [x] * num
+
+    def bn(y, prefix):
+        return F.batch_norm(y, timm_sd[f'{prefix}.running_mean'],
+                            timm_sd[f'{prefix}.running_var'], timm_sd[f'{prefix}.weight'],
+                            timm_sd[f'{prefix}.bias'])
+
+    paths = torch.stack([
+        F.relu(bn(F.conv2d(xi, timm_sd[f'{unit}.paths.{i}.conv.weight'], stride=stride,
+                           padding=i + 1, dilation=i + 1, groups=groups), f'{unit}.paths.{i}.bn'))
+        for i, xi in enumerate(xs)], 1)
+    s = paths.sum(1).mean((2, 3), keepdim=True)
+    z = F.relu(bn(F.conv2d(s, timm_sd[f'{unit}.attn.fc_reduce.weight']), f'{unit}.attn.bn'))
+    logits = F.conv2d(z, timm_sd[f'{unit}.attn.fc_select.weight'])
+    attn = logits.view(x.shape[0], num, -1, 1, 1).softmax(1)
+    return (paths * attn).sum(1)
+
+
+def assert_converted(timm_sd, converted, sknet_kwargs):
+    """``converted`` (an SKNet state dict) holds the tensors of ``timm_sd`` in timm's layout.
+
+    It loads whole into ``SKNet(**sknet_kwargs)``; each SK unit computes what timm's
+    ``SelectiveKernel`` computes from the timm tensors (:func:`timm_selective_kernel`, in
+    float64, on a random input); every other timm tensor is under mmdet's name for it
+    (``convK.conv`` / ``convK.bn`` of a plain conv-BN are ``convK`` / ``bnK``).
+    """
+    model = SKNet(**sknet_kwargs)
+    model.load_state_dict(converted, strict=True)
+    model.double().eval()
+    timm_64 = {k: v.double() for k, v in timm_sd.items() if v.is_floating_point()}
+    g = torch.Generator().manual_seed(0)
+    units = [(n, m) for n, m in model.named_modules() if isinstance(m, SKConv)]
+    assert units
+    for name, unit in units:
+        x = torch.randn(2, unit.in_channels, 6, 6, generator=g, dtype=torch.float64)
+        with torch.no_grad():
+            expected = timm_selective_kernel(timm_64, name, x, unit.stride, unit.groups)
+            torch.testing.assert_close(unit(x), expected, msg=name)
+    for key, tensor in timm_sd.items():
+        if key.startswith('fc.') or any(key.startswith(n + '.') for n, _ in units):
+            continue
+        m = re.fullmatch(r'(layer\d+\.\d+)\.conv(\d)\.(conv|bn)\.(\w+)', key)
+        name = (f'{m[1]}.{"conv" if m[3] == "conv" else "bn"}{m[2]}.{m[4]}'
+                if m else key)  # the stem and downsample keep their names
+        assert torch.equal(converted[name], tensor), key
+
+
 @pytest.fixture(scope='module')
 def reference():
     return torch.load(REFERENCE, map_location='cpu', weights_only=True)
 
 
+@pytest.mark.parametrize('name', ['sk_resnet_tiny', 'sk_resnext_tiny'])
+def test_conversion_keeps_timms_layout(reference, name):
+    """timm's own tensors (the reference file): each SK unit computes timm's SelectiveKernel,
+    ``fc_select``'s logits split by path as timm splits them."""
+    ref = reference['models'][name]
+    converted, _, left = convert_timm_sknet(ref['state_dict'])
+    assert left == ['fc.weight', 'fc.bias']
+    assert_converted(ref['state_dict'], converted, ref['sknet'])
+
+
 @pytest.mark.parametrize('arch, tiny', [('skresnet18', 'sk_resnet_tiny'),
                                         ('skresnext50_32x4d', 'sk_resnext_tiny')])
-def test_inverse_gives_timms_names_and_the_conversion_undoes_it(reference, arch, tiny):
+def test_inverse_gives_timms_names_and_the_conversion_its_layout(reference, arch, tiny):
     torch.manual_seed(0)
     sknet = with_running_stats(SKNet(**TIMM_SKNETS[arch]))
     timm_sd = to_timm(sknet.state_dict())
@@ -79,10 +153,7 @@ def test_inverse_gives_timms_names_and_the_conversion_undoes_it(reference, arch,
     found, kwargs, (converted, rules, left) = timm_sknet_to_mmdet(timm_sd, arch)
     assert (found, kwargs, left) == (arch, TIMM_SKNETS[arch], ['fc.weight', 'fc.bias'])
     assert sum(count for _, count in rules) == len(timm_sd) - 2
-    expected = sknet.state_dict()
-    assert set(converted) == set(expected)
-    for key, tensor in expected.items():
-        assert torch.equal(converted[key], tensor), key
+    assert_converted(timm_sd, converted, kwargs)
 
 
 def _run(repo_root, *args):
@@ -102,7 +173,7 @@ def skresnet18(tmp_path_factory):
 
 @pytest.mark.parametrize('fmt', ['bin', 'safetensors'])
 def test_tool_converts_prints_and_writes_an_init_cfg_checkpoint(repo_root, skresnet18, fmt):
-    root, expected, timm_sd = skresnet18
+    root, _, timm_sd = skresnet18
     src = root / 'pytorch_model.bin'
     if fmt == 'safetensors':
         safetensors = pytest.importorskip('safetensors.torch')
@@ -118,12 +189,11 @@ def test_tool_converts_prints_and_writes_an_init_cfg_checkpoint(repo_root, skres
     assert 'loads whole into SKNet' in out
     saved = torch.load(dst, map_location='cpu', weights_only=True)
     assert saved['meta']['timm_arch'] == 'skresnet18'
-    assert set(saved['state_dict']) == set(expected)
-    assert all(torch.equal(saved['state_dict'][k], v) for k, v in expected.items())
+    assert_converted(timm_sd, saved['state_dict'], dict(depth=18))
     # and init_cfg takes it
     model = SKNet(depth=18, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     model.init_weights()
-    assert torch.equal(model.layer3[1].conv1.fcs[1].weight, expected['layer3.1.conv1.fcs.1.weight'])
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved['state_dict'].items())
 
 
 def test_tool_refuses_other_architectures(repo_root, skresnet18, tmp_path):
@@ -164,9 +234,15 @@ def test_read_state_dict_unwraps_and_refuses_non_tensors(tmp_path):
 
 
 def test_converting_keeps_every_tensor_once(reference):
-    """Every timm key but the classifier is converted; fc_select splits per path."""
+    """Every timm key but the classifier is converted, every value once (none dropped, none
+    repeated): the sorted values of the conversion are those of timm's tensors. Where each
+    one goes is :func:`assert_converted`'s check."""
     for ref in reference['models'].values():
         converted, rules, left = convert_timm_sknet(ref['state_dict'])
         assert left == ['fc.weight', 'fc.bias']
-        params = sum(v.numel() for k, v in ref['state_dict'].items() if not k.startswith('fc.'))
-        assert sum(v.numel() for v in converted.values()) == params
+
+        def values(tensors):
+            return torch.cat([t.double().flatten() for t in tensors]).sort().values
+
+        timm_values = values(v for k, v in ref['state_dict'].items() if not k.startswith('fc.'))
+        assert torch.equal(values(converted.values()), timm_values)

@@ -23,6 +23,8 @@ CONFIGS = sorted(
 EXPECTED_SK = {
     'configs/faster_rcnn_r50_sk_fpn.py': (4 + 6 + 3, 4),
     'configs/yolox_s_sk_8xb8-300e_coco.py': (3, 3),
+    'configs/rtmdet_tiny_sk_8xb32-300e_coco.py': (3, 3),
+    'configs/rtmdet_s_sk_8xb32-300e_coco.py': (3, 3),
     'configs/demo/faster-rcnn_r18_sk_fpn_shapes.py': (2 + 2 + 2, 4),
     'configs/demo/faster-rcnn_r18_fpn_shapes.py': (0, 0),
     'configs/faster_rcnn_r50_skconv_fpn.py': (4 + 6 + 3, 0),
@@ -139,7 +141,7 @@ def test_sk_configs_take_the_shared_runtime_settings():
             gated += 1
             custom_keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
             assert custom_keys['.gate'] == shared.sk_gate_custom_keys['.gate'], config
-    assert gated == 6
+    assert gated == 8
 
 
 # (SKConv config, its baseline in tools/analysis_tools/benchmark_detector.py, the baseline's

@@ -83,10 +83,10 @@ def test_imagenet_cspnext_loads_whole_through_init_cfg(tmp_path):
 
 @pairs
 def test_sk_keeps_its_own_init_inside_the_backbone(cls, plain_cls):
-    """The backbone's init (Kaiming on every ``Conv2d``, biases set to 0) reaches the SK blocks'
-    branch convs; each block then gives every layer PyTorch's default init, whose conv biases
-    are uniform within 1 / sqrt(fan_in), not 0. Every SK tensor is set to a marker value
-    first, so each one is seen to be initialised."""
+    """The backbone's init reaches the SK blocks' branch convs: Kaiming-uniform weights (the
+    distribution of PyTorch's default) and biases set to 0. Each block then gives every layer
+    PyTorch's default init, whose conv biases are uniform within 1 / sqrt(fan_in), not 0.
+    Every SK tensor is set to a marker value first, so each one is seen to be initialised."""
     torch.manual_seed(0)
     model = cls(**SMALL, plugins=[dict(cfg=SK, position='after_stage')])
     with torch.no_grad():

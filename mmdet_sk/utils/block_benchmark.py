@@ -22,6 +22,7 @@ PRESETS = {
     'default': dict(kernels=(1, 3, 5, 7), dilations=(1, 1, 1, 1), groups=1),
     'paper': dict(kernels=(3, 3), dilations=(1, 2), groups=32),
     'depthwise': dict(kernels=(3, 5), dilations=(1, 1), groups=0),
+    'grouped': dict(kernels=(3, 5), dilations=(1, 1), groups=32),
 }
 #: Reduction ratio and smallest width of the attention vector, as in the SKNet paper.
 REDUCTION, L = 16, 32
@@ -47,6 +48,17 @@ def build_block_variants(preset: str, channels: int,
     models.update({f'{k}_eval': copy.deepcopy(v).eval() for k, v in models.items()})
     models['fold'] = copy.deepcopy(models['ours_eval']).fold_bn()
     return {k: v.to(device) for k, v in models.items()}
+
+
+def portable_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (same weights) whose SK units run Fuse and Select in plain
+    operators, as tracers and compilers see them: no fused autograd Function, no in-place
+    select (the block as it was before those)."""
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if hasattr(m, '_fuse_select_portable'):
+            m._fuse_select = m._fuse_select_portable
+    return model
 
 
 def block_calls(models: Dict[str, nn.Module], mode: str, x: Tensor,

@@ -28,3 +28,16 @@ def is_cpu_autocast_enabled() -> bool:
         return torch.is_autocast_enabled('cpu')
     except TypeError:  # torch < 2.4: no device argument
         return torch.is_autocast_cpu_enabled()
+
+
+def is_compiling() -> bool:
+    """Whether ``torch.compile`` or ``torch.export`` is tracing the caller.
+
+    ``torch.compiler.is_compiling`` from torch 2.3 (True under ``torch.export`` too); before
+    that ``torch._dynamo.is_compiling``, which the compiler of those releases evaluates to True
+    while it traces.
+    """
+    compiler = getattr(torch, 'compiler', None)
+    if compiler is not None and hasattr(compiler, 'is_compiling'):
+        return compiler.is_compiling()
+    return torch._dynamo.is_compiling()

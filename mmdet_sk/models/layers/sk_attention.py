@@ -46,9 +46,11 @@ class SKAttention(FuseSelectMixin, BaseModule):
     The branch convolutions keep the reference's bias for that reason.
 
     Cost: the branch maps are never stacked and ``U`` is never formed, so training keeps two
-    maps per branch for the backward (the reference keeps three); a ReLU rectifies in place, the
-    pooling is a sum and the output is accumulated in place, which spares passes over the maps
-    and temporary maps. For inference, :meth:`fold_bn` folds each branch's BatchNorm into its
+    maps per branch for the backward (the reference keeps three); a ReLU rectifies in place and
+    the pooling is a sum. Eagerly, pooling, Select and the gate run as one autograd Function
+    whose backward writes each branch's gradient in one pass (see
+    :class:`~mmdet_sk.models.layers._select_function.FuseSelectFunction`); tracers and
+    compilers see the same in plain operators. For inference, :meth:`fold_bn` folds each branch's BatchNorm into its
     convolution. The forward has no data-dependent control flow (``torch.export`` and
     ``torch.compile(fullgraph=True)`` take it whole) and keeps the memory format of its input:
     a channels-last input runs channels-last throughout. The block does not convert an NCHW
@@ -204,28 +206,24 @@ class SKAttention(FuseSelectMixin, BaseModule):
             tuple[list[Tensor], Tensor]: The ``K`` branch outputs, each (B, C, H, W), and the
             selection weights of shape (K, B, C), which sum to 1 over the first dimension.
         """
+        feats = self._branches(x)
+        # Fuse: pooled without materialising U, see FuseSelectMixin._selection_weights.
+        return feats, self._selection_weights(feats)
+
+    def _branches(self, x: Tensor) -> list:
+        """The ``K`` branch outputs of a 4-D input (the Split)."""
         if x.dim() != 4:
             raise ValueError(f'SKAttention expects a 4-D input (B, C, H, W), got shape '
                              f'{tuple(x.shape)}')
         if self.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
             # The branches keep the spatial size: their norms see one value per channel.
-            feats = [branch_with_running_stats(branch, x) for branch in self.convs]
-        else:
-            feats = [branch(x) for branch in self.convs]
-        # Fuse: pooled without materialising U, see FuseSelectMixin._selection_weights.
-        weights = self._selection_weights(feats)
-        return feats, weights
+            return [branch_with_running_stats(branch, x) for branch in self.convs]
+        return [branch(x) for branch in self.convs]
 
     def forward(self, x: Tensor) -> Tensor:
         """Select among the branches of ``x``; the output has the shape of ``x``."""
-        feats, weights = self.branch_weights(x)
-        self._record(weights)
-        # One output map, accumulated in place: no product map per branch.
-        out = self._select(feats, weights)
-        if self.gate is None:
-            return out
-        # x + s * (out - x): exactly x while s is 0, whatever the branches compute.
-        return torch.addcmul(x, out - x, self.gate.to(out.dtype)[None, :, None, None])
+        # Gated: x + s * (out - x), exactly x while s is 0, whatever the branches compute.
+        return self._fuse_select(self._branches(x), x)
 
     def fold_bn(self) -> 'SKAttention':
         """Fold each branch's BatchNorm into its convolution, for inference.

@@ -233,13 +233,8 @@ class SKConv(FuseSelectMixin, BaseModule):
                      for y, norm, act in zip(maps, self.norms, self.acts)]
         else:
             feats = [act(norm(y)) for y, norm, act in zip(maps, self.norms, self.acts)]
-        weights = self._selection_weights(feats)
-        self._record(weights)
-        out = self._select(feats, weights)
-        if self.gate is None:
-            return out
-        # conv(x) + s * (SK(x) - conv(x)): exactly the conv while s is 0.
-        return torch.addcmul(base, out - base, self.gate.to(out.dtype)[None, :, None, None])
+        # Gated: conv(x) + s * (SK(x) - conv(x)), exactly the conv while s is 0.
+        return self._fuse_select(feats, base)
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, '

@@ -11,6 +11,8 @@ from mmcv.cnn import build_activation_layer, build_norm_layer
 from torch import Tensor, nn
 
 from ._running_stats import branch_with_running_stats, normalises_with_batch_stats
+from ._select_function import (FuseSelectFunction, blend, eager_kernels_apply, pool,
+                               weighted_sum)
 
 #: The paper form of the Fuse, ``fuse_cfg=dict()``: ``z = ReLU(LN(fc(s)))``.
 DEFAULT_FUSE_NORM = dict(type='LN')
@@ -93,8 +95,9 @@ class FuseSelectMixin:
     """Fuse (pool, squeeze) and Select (softmax attention over the branches) of an SK unit.
 
     The unit calls :meth:`_init_fuse_select` in its ``__init__`` (which also registers
-    :func:`keep_own_weights_absent_from_state_dict`) and, in its forward,
-    :meth:`_selection_weights`, :meth:`_record` (for the analysis tools) and :meth:`_select`.
+    :func:`keep_own_weights_absent_from_state_dict`) and, in its forward, :meth:`_fuse_select`
+    on its branch outputs (which records the selection for the analysis tools); the analysis
+    tools call :meth:`_selection_weights` too.
 
     Recording: while ``record_selection`` is True (set by
     :class:`~mmdet_sk.engine.SKSelectionHook` and :mod:`mmdet_sk.analysis`), every forward
@@ -162,24 +165,21 @@ class FuseSelectMixin:
         """Softmax selection weights of shape (K, B, C) for the ``K`` branch outputs.
 
         The global average of the branch sum equals the sum of the branch averages, which
-        spares materialising ``U``. Sums, not means: the backward of a sum is a broadcast view,
-        that of a mean a new map. Accumulated in fp32 (float64 for float64 maps), without
-        an fp32 copy of the maps.
+        spares materialising ``U`` (:func:`pool`: sums accumulated in fp32, float64 for
+        float64 maps, without an fp32 copy of the maps).
         """
-        # fp32 at least (fp16/bf16 maps), float64 kept; no torch.promote_types, which torch
-        # 2.1's compiler cannot trace.
-        acc = torch.float64 if feats[0].dtype == torch.float64 else torch.float32
-        pooled = feats[0].sum((2, 3), dtype=acc)
-        for feat in feats[1:]:
-            pooled = pooled + feat.sum((2, 3), dtype=acc)
-        pooled = pooled / (feats[0].shape[2] * feats[0].shape[3])
+        return self._weights_from_pooled(pool(feats))
+
+    def _weights_from_pooled(self, pooled: Tensor) -> Tensor:
+        """The attention network: ``fc``, the optional Fuse norm and activation, ``fcs`` and
+        the softmax over the branches, from the pooled (B, C) descriptor to (K, B, C)."""
         z = self.fc(pooled.to(self.fc.weight.dtype))
         if self.fuse_norm is not None:
             z = self._fuse_normalise(z)
         if self.fuse_act is not None:
             z = self.fuse_act(z)
         logits = torch.stack([fc(z) for fc in self.fcs])
-        return self.softmax(logits.to(acc))
+        return self.softmax(logits.to(pooled.dtype))
 
     def _fuse_normalise(self, z: Tensor) -> Tensor:
         """``fuse_norm`` on the (B, d) descriptor.
@@ -217,3 +217,48 @@ class FuseSelectMixin:
         for i in range(1, len(feats)):
             out = out.addcmul_(feats[i], weights[i])
         return out
+
+    def _fuse_select(self, feats: List[Tensor], base: Optional[Tensor] = None) -> Tensor:
+        """Fuse and Select, and with a gate the blend ``base + gate * (out - base)``.
+
+        Eagerly, with autograd recording, one :class:`FuseSelectFunction` (its backward
+        writes each branch's gradient in one pass); eagerly without autograd, its forward's
+        kernels, into the first branch's map (one pass for two branches, one for the blend,
+        no new map); while torch.jit, ONNX export,
+        ``torch.compile`` or ``torch.export`` trace, the plain operators. Every path computes
+        the same within rounding and records the selection weights.
+
+        Args:
+            feats (list[Tensor]): The ``K`` branch outputs, each (B, C, H, W).
+            base (Tensor, optional): What the gate blends from (the unit's input or its
+                replaced conv's output); needed with a gate only.
+        """
+        gate = getattr(self, 'gate', None)
+        params = [p for m in (self.fc, self.fuse_norm, self.fuse_act, *self.fcs)
+                  if m is not None for p in m.parameters()]
+        if eager_kernels_apply():
+            if torch.is_grad_enabled() and any(
+                    t.requires_grad for t in (*feats, *params, *(
+                        (base, gate) if gate is not None else ()))):
+                out, weights = FuseSelectFunction.apply(self._weights_from_pooled, len(feats),
+                                                        base, gate, *feats, *params)
+                self._record(weights)
+                return out
+            weights = self._selection_weights(feats)
+            self._record(weights)
+            # No autograd: the sum goes into the first branch's map, unless that map is base.
+            inplace = base is None or feats[0].data_ptr() != base.data_ptr()
+            out = weighted_sum(feats, weights.to(feats[0].dtype)[..., None, None], inplace)
+            return out if gate is None else blend(base, out, gate, inplace=True)
+        return self._fuse_select_portable(feats, base)
+
+    def _fuse_select_portable(self, feats: List[Tensor], base: Optional[Tensor] = None) -> Tensor:
+        """:meth:`_fuse_select` in plain operators, as tracers and compilers see it."""
+        weights = self._selection_weights(feats)
+        self._record(weights)
+        out = self._select(feats, weights)
+        gate = getattr(self, 'gate', None)
+        if gate is None:
+            return out
+        # base + s * (out - base): exactly base while s is 0, whatever the branches compute.
+        return torch.addcmul(base, out - base, gate.to(out.dtype)[None, :, None, None])

@@ -62,12 +62,30 @@ def test_benchmark_sk_quick(tmp_path):
         assert sum(line.startswith(net) for line in out.splitlines()) == 2 * 3, net
     _check_skconv_rows(result['skconv']['rows'], ('r50', 'x50'))
     assert result['skconv']['skipped'] == []
+    # Each SK form against its floor (its branches; ResNeXt-50's stage), with its passes.
+    assert 'SK against its floor' in out and 'against the floor:' in out
+    assert 'SKAttention fwd+bwd SK/floor' in out and 'SKNet-50 infer SK/floor' in out
+    floor = result['floor']
+    assert [(r['what'], r['mode']) for r in floor] == [
+        (what, mode) for what in ('SKAttention paper', 'SKAttention grouped', 'SKConv x50 tiny',
+                                  'SKNet-50 c3 / ResNeXt-50') for mode in ('fwd+bwd', 'infer')]
+    for row in floor:
+        assert set(row['ms']) == {'floor', 'SK', 'portable'}
+        assert all(ms > 0 for ms in row['ms'].values())
+        if row['mode'] == 'fwd+bwd':
+            mb = row['saved_mb']
+            # the fused unit saves what the plain operators save at most, and more than the floor
+            assert mb['floor'] <= mb['SK'] <= mb['portable'], row['what']
+            if not row['what'].startswith('SKNet'):
+                assert set(row['passes']) == {'copy', 'pool', 'select', 'dot', 'grad'}
+                assert sum(line.startswith('  passes over a') for line in out.splitlines()) == 3
 
 
 def test_benchmark_sk_skconv_only(tmp_path):
     out = _run('tools/analysis_tools/benchmark_sk.py', '--skconv-only', '--nets', 'x50',
                '--json', str(tmp_path / 'sk.json'))
     assert 'targets:' not in out and 'ref ms' not in out and SKCONV_HEADER in out
+    assert 'against its floor' not in out
     result = json.loads((tmp_path / 'sk.json').read_text())
     assert result['rows'] == [] and result['meta']['nets'] == {'x50': [32, [256, 512, 1024]]}
     _check_skconv_rows(result['skconv']['rows'], ('x50', ))

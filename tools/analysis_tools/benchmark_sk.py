@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Block benchmarks: SKAttention against the reference module, SKConv against its conv.
+"""Block benchmarks: SKAttention against the reference module, SKConv against its conv, and
+each SK form against its floor.
 
-    python tools/analysis_tools/benchmark_sk.py                 # both grids, < 10 min on 2 cores
+    python tools/analysis_tools/benchmark_sk.py                 # all three, < 12 min on 2 cores
     python tools/analysis_tools/benchmark_sk.py --skconv-only   # SKConv grid only, < 5 min
     python tools/analysis_tools/benchmark_sk.py --no-skconv     # SKAttention grid only, < 5 min
+    python tools/analysis_tools/benchmark_sk.py --floor-only    # against the floor, < 3 min
     python tools/analysis_tools/benchmark_sk.py --quick         # tiny grids, seconds
     python tools/analysis_tools/benchmark_sk.py --json out.json
 
@@ -42,6 +44,17 @@ same three modes, interleaved:
 The slot's ``norm2`` and ReLU follow either, so they are left out. Memory as for SKAttention,
 of ``conv`` and ``SK``, but the saved activations count the input (all the conv saves).
 
+Against the floor (``--floor-only``; left out by ``--no-floor``, ``--skconv-only``,
+``--no-skconv``): the work every SK unit must run is its conv-norm-act branches, so each form
+is timed against them with the same weights, interleaved, training (``fwd+bwd``) and
+inference: SKAttention (paper and grouped presets, four map sizes; inference folded), SKConv
+(gated, in ResNeXt-50's stride-1 slots) and SKNet-50's c3 and c4 stages against ResNeXt-50
+32x4d's. ``portable`` is the same unit with Fuse and Select in plain operators (what
+``torch.compile`` and ONNX export see, and how the unit ran before its fused Function). Each
+SKAttention and SKConv row also times, alone, every pass over the maps that SK adds to its
+floor (pooling, select, and per branch the backward's weight-gradient dot and map gradient)
+and sums them against the measured excess.
+
 Each grid runs its shapes from small to large, in families (a preset; a network). A combo
 whose reference fwd+bwd (the reference's; SK's), estimated from the largest shape measured so far
 in its family scaled by conv multiply-adds, exceeds ``--max-ref-ms`` (2 s), or that would end
@@ -61,15 +74,19 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmdet_sk.models.layers import SKConv
+from mmdet_sk.models.layers._select_function import channel_dot, weighted_sum
 from mmdet_sk.utils.benchmark import measure, trained_like_norms
 from mmdet_sk.utils.block_benchmark import (PRESETS, REDUCTION, L, block_calls,
-                                            build_block_variants, check_block_outputs)
+                                            build_block_variants, check_block_outputs,
+                                            portable_copy)
 
 PRESET_NOTES = {
     'default': 'SKAttention\'s default: kernels (1, 3, 5, 7), dense',
     'paper': 'SKNet paper: kernels (3, 3), dilations (1, 2), groups 32',
     'depthwise': 'kernels (3, 5), groups = channels',
+    'grouped': 'the reference module with group 32: kernels (3, 5), groups 32',
 }
+GRID_PRESETS = ('default', 'paper', 'depthwise')
 # The reference module's own input, then FPN levels P3-P6 (strides 8-64) of a 1333x800 image,
 # batch 1 and 8.
 FPN_SHAPES = [(b, 256, math.ceil(800 / s), math.ceil(1333 / s)) for s in (8, 16, 32, 64)
@@ -121,8 +138,8 @@ def _start_ns(event) -> int:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--quick', action='store_true', help='tiny grid (for tests)')
-    parser.add_argument('--presets', nargs='+', choices=list(PRESETS), default=list(PRESETS),
-                        help='SKAttention presets')
+    parser.add_argument('--presets', nargs='+', choices=list(PRESETS), default=list(GRID_PRESETS),
+                        help='SKAttention presets of the grid against the reference module')
     parser.add_argument('--nets', nargs='+', choices=list(NETS), default=list(NETS),
                         help='networks whose conv2 slots the SKConv grid takes')
     part = parser.add_mutually_exclusive_group()
@@ -130,6 +147,10 @@ def parse_args() -> argparse.Namespace:
                       help='only SKConv against the conv it replaces')
     part.add_argument('--no-skconv', action='store_true',
                       help='only SKAttention against the reference module')
+    part.add_argument('--floor-only', action='store_true',
+                      help='only SK against its floor (its branches alone)')
+    parser.add_argument('--no-floor', action='store_true',
+                        help='leave out SK against its floor')
     parser.add_argument('--budget', type=float, default=0.8,
                         help='seconds of timed calls per (preset, shape, mode), at least '
                         '--repeats rounds')
@@ -339,6 +360,220 @@ def skconv_combo(slot: dict, device: torch.device, args) -> List[dict]:
     return [dict(slot, **r) for r in rows]
 
 
+# SK against its floor: the conv-norm-act branches alone, which every SK unit must run.
+FLOOR_BLOCKS = [(p, s) for p in ('paper', 'grouped')
+                for s in ((1, 256, 32, 32), (2, 256, 32, 32), (2, 256, 64, 64), (1, 256, 100, 168))]
+QUICK_FLOOR_BLOCKS = [('paper', (2, 64, 12, 12)), ('grouped', (2, 64, 12, 12))]
+# SKConv as the configs build it, in ResNeXt-50's stride-1 conv2 slots (800x1344 input).
+FLOOR_SLOTS = [s for s in SKCONV_SLOTS if s['net'] == 'x50' and s['stride'] == 1
+               and s['shape'][0] == 1]
+QUICK_FLOOR_SLOTS = [s for s in QUICK_SKCONV_SLOTS if s['net'] == 'x50' and s['stride'] == 1]
+# SKNet-50's stage against ResNeXt-50 32x4d's: (stage, its input), c3 and c4 of a 512x512 image.
+FLOOR_STAGES = [('c3', (1, 256, 128, 128)), ('c4', (1, 512, 64, 64))]
+QUICK_FLOOR_STAGES = [('c3', (1, 256, 16, 16))]
+FLOOR_MODES = ('fwd+bwd', 'infer')
+
+
+def _train_call(module: Callable, x: Tensor, grad: Tensor, params: Sequence[Tensor]) -> Callable:
+    """Forward and the gradients of ``x`` and ``params`` for the output gradient ``grad``
+    (every output of a list, as the floor returns its branch maps)."""
+    inputs = [x, *params]
+
+    def run():
+        out = module(x)
+        outs = out if isinstance(out, list) else [out]
+        return torch.autograd.grad(outs, inputs, [grad] * len(outs), allow_unused=True)
+
+    return run
+
+
+def _infer_call(module: Callable, x: Tensor) -> Callable:
+
+    def run():
+        with torch.no_grad():
+            return module(x)
+
+    return run
+
+
+def floor_measure(train: Dict[str, Tuple[Callable, nn.Module]],
+                  infer: Dict[str, Callable], x: Tensor, grad: Tensor,
+                  device: torch.device, args) -> List[dict]:
+    """Rows ``fwd+bwd`` and ``infer`` of interleaved times, and the activations each training
+    variant saves for backward (``x`` and parameters aside)."""
+    rows = []
+    xg = x.detach().requires_grad_()
+    fns = {k: _train_call(fn, xg, grad, list(m.parameters())) for k, (fn, m) in train.items()}
+    ms, rounds = measure(fns, device, args.budget, args.repeats)
+    saved = {k: saved_mb(lambda fn=fn: fn(xg), [xg, *m.parameters()])
+             for k, (fn, m) in train.items()}
+    rows.append(dict(mode='fwd+bwd', ms=ms, rounds=rounds, saved_mb=saved))
+    ms, rounds = measure({k: _infer_call(fn, x) for k, fn in infer.items()}, device, args.budget,
+                         args.repeats)
+    rows.append(dict(mode='infer', ms=ms, rounds=rounds))
+    return rows
+
+
+def branches_of(unit: nn.Module) -> Callable:
+    """The floor of an SK unit: its conv-norm-act branches alone, as a list of maps."""
+    if isinstance(unit, SKConv):
+
+        def run(x):
+            xs = (torch.split(x, unit.in_channels // unit.branches, dim=1)
+                  if unit.split_input else (x, ) * unit.branches)
+            maps = [unit.conv(xs[0])] + [c(xi) for c, xi in zip(unit.dilated_convs, xs[1:])]
+            return [act(norm(y)) for y, norm, act in zip(maps, unit.norms, unit.acts)]
+
+        return run
+    return lambda x: [branch(x) for branch in unit.convs]
+
+
+def pass_costs(unit: nn.Module, x: Tensor, grad: Tensor, device: torch.device,
+               args) -> Dict[str, float]:
+    """Milliseconds of each pass over the maps that SK adds to its floor, timed alone
+    (interleaved) on the unit's own branch maps: per branch ``pool`` (its sum), ``dot`` (the
+    selection weight's gradient, :func:`channel_dot`) and ``grad`` (its map gradient, one
+    ``addcmul``); once ``select`` (the weighted sum into a new map); ``copy``, a map's copy,
+    for scale."""
+    with torch.no_grad():
+        feats = branches_of(unit)(x)
+        w = torch.softmax(torch.randn(len(feats), *feats[0].shape[:2], 1, 1), 0).to(x)
+        bcast = torch.randn(feats[0].shape[:2]).to(x)[..., None, None]
+    fns = dict(
+        copy=lambda: feats[0].clone(),
+        pool=lambda: feats[0].sum((2, 3)),
+        select=lambda: weighted_sum(feats, w),
+        dot=lambda: channel_dot(grad, feats[0], torch.float32),
+        grad=lambda: torch.addcmul(bcast, grad, w[0]))
+    return measure(fns, device, args.budget, args.repeats)[0]
+
+
+def floor_block_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dict]:
+    models = build_block_variants(preset, shape[1], device)
+    ours, fold = models['ours'], models['fold']
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen).to(device)
+    grad = torch.randn(shape, generator=gen).to(device)
+    check_block_outputs(models, x)
+    port, port_fold = portable_copy(ours), portable_copy(fold)
+    train = dict(floor=(branches_of(ours), ours.convs), SK=(ours, ours), portable=(port, port))
+    infer = dict(floor=branches_of(fold), SK=fold, portable=port_fold)
+    rows = floor_measure(train, infer, x, grad, device, args)
+    rows[0]['passes'] = pass_costs(ours, x, grad, device, args)
+    rows[0]['branches'] = len(ours.convs)
+    return [dict(what=f'SKAttention {preset}', shape=list(shape), **r) for r in rows]
+
+
+def floor_slot_combo(slot: dict, device: torch.device, args) -> List[dict]:
+    models = skconv_build(slot, device)
+    sk, sk_eval = models['SK'], models['SK_eval']
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(slot['shape'], generator=gen).to(device)
+    grad = torch.randn(slot['shape'], generator=gen).to(device)  # stride-1 slots
+    skconv_check(models, x)
+    port, port_eval = portable_copy(sk), portable_copy(sk_eval)
+    floor_params = nn.ParameterList([sk.weight, *sk.dilated_convs.parameters(),
+                                     *sk.norms.parameters()])
+    train = dict(floor=(branches_of(sk), floor_params), SK=(sk, sk), portable=(port, port))
+    infer = dict(floor=branches_of(sk_eval), SK=sk_eval, portable=port_eval)
+    rows = floor_measure(train, infer, x, grad, device, args)
+    rows[0]['passes'] = pass_costs(sk, x, grad, device, args)
+    rows[0]['branches'] = sk.branches
+    return [dict(what=f'SKConv {slot["net"]} {slot["stage"]}', shape=slot['shape'], **r)
+            for r in rows]
+
+
+def floor_stage_combo(stage: str, shape: Shape, device: torch.device, args) -> List[dict]:
+    """SKNet-50's stage against ResNeXt-50 32x4d's, with the weights they share (every conv
+    and norm but ResNeXt's ``bn2``, which SKNet's units replace by their branch norms)."""
+    from mmdet.models.backbones import ResNeXt
+
+    from mmdet_sk.models.backbones import SKNet
+    index = ('c2', 'c3', 'c4', 'c5').index(stage) + 1
+    torch.manual_seed(0)
+    plain = getattr(ResNeXt(depth=50, groups=32, base_width=4), f'layer{index}')
+    sk = getattr(SKNet(depth=50), f'layer{index}')
+    trained_like_norms(plain)
+    trained_like_norms(sk)
+    sk.load_state_dict(plain.state_dict(), strict=False)
+    plain, sk = plain.to(device), sk.to(device)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(shape, generator=gen).to(device)
+    with torch.no_grad():
+        grad = torch.randn(plain(x).shape, generator=gen).to(device)
+    port = portable_copy(sk)
+    evals = {k: copy.deepcopy(m).eval() for k, m in dict(floor=plain, SK=sk, portable=port).items()}
+    train = dict(floor=(plain, plain), SK=(sk, sk), portable=(port, port))
+    rows = floor_measure(train, evals, x, grad, device, args)
+    return [dict(what=f'SKNet-50 {stage} / ResNeXt-50', shape=list(shape), **r) for r in rows]
+
+
+FLOOR_LEGEND = """\
+floor: SKAttention and SKConv rows: the unit's conv-norm-act branches alone (the work every SK
+    unit runs; infer rows: SKAttention folded and its folded branches, SKConv in eval mode);
+    SKNet-50 rows: ResNeXt-50 32x4d's stage. Same weights throughout.
+SK: the unit as it runs eagerly; portable: the same unit with Fuse and Select in plain
+    operators (as torch.compile and ONNX export see it).
+MB (fwd+bwd rows): activations saved for backward, input and parameters aside."""
+FLOOR_HEADER = (f'{"what":<28}{"input BxCxHxW":<17}{"mode":<8}{"floor ms":>9}{"SK ms":>9}'
+                f'{"SK/floor":>9}{"portable":>9}{"/floor":>7} |{"floor MB":>9}{"SK MB":>8}'
+                f'{"port MB":>8}')
+
+
+def floor_line(r: dict) -> str:
+    ms, mb = r['ms'], r.get('saved_mb', {})
+    return (f'{r["what"]:<28}{"x".join(map(str, r["shape"])):<17}{r["mode"]:<8}'
+            f'{fmt(ms["floor"], ".1f", 9)}{fmt(ms["SK"], ".1f", 9)}'
+            f'{fmt(ms["SK"] / ms["floor"], ".3f", 9)}{fmt(ms["portable"], ".1f", 9)}'
+            f'{fmt(ms["portable"] / ms["floor"], ".3f", 7)} |{fmt(mb.get("floor"), ".1f", 9)}'
+            f'{fmt(mb.get("SK"), ".1f", 8)}{fmt(mb.get("portable"), ".1f", 8)}')
+
+
+def pass_line(r: dict) -> str:
+    """What SK's passes over the maps cost, timed alone, against the measured excess."""
+    p, k, ms = r['passes'], r['branches'], r['ms']
+    fwd = k * p['pool'] + p['select']
+    bwd = k * (p['dot'] + p['grad'])
+    return (f'  passes over a {"x".join(map(str, r["shape"]))} map, ms: copy {p["copy"]:.2f}; '
+            f'pool {p["pool"]:.2f}, select {p["select"]:.2f}, dot {p["dot"]:.2f}, grad '
+            f'{p["grad"]:.2f}; {k} branches: fwd {fwd:.2f} + bwd {bwd:.2f} = '
+            f'{(fwd + bwd) / ms["floor"]:.3f} of the floor (SK - floor measured: '
+            f'{(ms["SK"] - ms["floor"]) / ms["floor"]:.3f})')
+
+
+def floor_summary(rows: List[dict]) -> List[str]:
+    """The targets against the floor, judged on this run's rows."""
+
+    def span(values, target):
+        if not values:
+            return 'not measured'
+        ok = max(values) <= target
+        return (f'{min(values):.3f}..{max(values):.3f} over {len(values)} '
+                f'({"met" if ok else "missed"}: target <= {target})')
+
+    def pick(kind, mode):
+        return [r for r in rows if r['what'].startswith(kind) and r['mode'] == mode]
+
+    lines = []
+    for kind in ('SKAttention', 'SKConv', 'SKNet-50'):
+        train, infer = pick(kind, 'fwd+bwd'), pick(kind, 'infer')
+        if not train:
+            continue
+        lines += [
+            f'{kind} fwd+bwd SK/floor: ' + span([r['ms']['SK'] / r['ms']['floor'] for r in train],
+                                                1.08) +
+            '; portable/floor ' + span([r['ms']['portable'] / r['ms']['floor'] for r in train],
+                                       1.08).split(' (')[0],
+            f'{kind} infer SK/floor: ' + span([r['ms']['SK'] / r['ms']['floor'] for r in infer],
+                                              1.05) +
+            '; portable/floor ' + span([r['ms']['portable'] / r['ms']['floor'] for r in infer],
+                                       1.05).split(' (')[0],
+            f'{kind} saved activations SK/portable: ' +
+            span([r['saved_mb']['SK'] / r['saved_mb']['portable'] for r in train], 1.0),
+        ]
+    return lines
+
+
 def fmt(value, spec: str, width: int) -> str:
     return f'{value:{spec}}'.rjust(width) if value is not None else '-'.rjust(width)
 
@@ -507,6 +742,34 @@ def run_grid(families: List[List[dict]], macs: Callable, run: Callable, ref: str
     return rows, skipped
 
 
+def run_floor(args, device: torch.device) -> List[dict]:
+    """SK against its floor: SKAttention (paper and grouped presets), SKConv (ResNeXt-50
+    slots) and SKNet-50's stages against ResNeXt-50's, each with its passes' costs."""
+    blocks = QUICK_FLOOR_BLOCKS if args.quick else FLOOR_BLOCKS
+    slots = QUICK_FLOOR_SLOTS if args.quick else FLOOR_SLOTS
+    stages = QUICK_FLOOR_STAGES if args.quick else FLOOR_STAGES
+    print('\nSK against its floor (train: SK/floor <= 1.08; inference: <= 1.05; saved '
+          'activations not above the portable unit\'s)')
+    print(FLOOR_LEGEND)
+    print(FLOOR_HEADER)
+    start, rows = time.perf_counter(), []
+    combos = ([lambda p=p, s=s: floor_block_combo(p, s, device, args) for p, s in blocks] +
+              [lambda s=s: floor_slot_combo(s, device, args) for s in slots] +
+              [lambda st=st, s=s: floor_stage_combo(st, s, device, args) for st, s in stages])
+    for combo in combos:
+        for r in combo():
+            print(floor_line(r), flush=True)
+            if 'passes' in r:
+                print(pass_line(r), flush=True)
+            rows.append(r)
+    print(f'{len(rows)} rows in {time.perf_counter() - start:.0f} s; load average '
+          f'{os.getloadavg()[0]:.2f}')
+    print('against the floor:')
+    for line in floor_summary(rows):
+        print('  ' + line)
+    return rows
+
+
 def main() -> None:
     args = parse_args()
     device = torch.device(args.device)
@@ -523,7 +786,7 @@ def main() -> None:
     peak = ('torch.cuda.max_memory_allocated' if device.type == 'cuda' else
             'CPU allocator events\n    from torch.profiler')
     rows, skipped = [], []
-    if not args.skconv_only:
+    if not (args.skconv_only or args.floor_only):
         print(f'\nSKAttention against the reference module: reduction {REDUCTION}, L {L}; presets:')
         for p in args.presets:
             print(f'  {p:<10}{PRESET_NOTES[p]}')
@@ -538,7 +801,7 @@ def main() -> None:
         for line in summary(rows):
             print('  ' + line)
     sk_rows, sk_skipped = [], []
-    if not args.no_skconv:
+    if not (args.no_skconv or args.floor_only):
         cfg = ', '.join(f'{k} {v}' for k, v in SKCONV_CFG.items())
         print(f'\nSKConv against the plain 3x3 conv it replaces, in the conv2 slot of the '
               f'Bottlenecks of c3-c5\n({"tiny maps" if args.quick else "800x1344 input"}; '
@@ -555,6 +818,9 @@ def main() -> None:
         print('SKConv costs:')
         for line in skconv_summary(sk_rows):
             print('  ' + line)
+    floor_rows = []
+    if args.floor_only or not (args.skconv_only or args.no_skconv or args.no_floor):
+        floor_rows = run_floor(args, device)
     print(f'load average at end {os.getloadavg()[0]:.2f}')
     if args.json:
         meta = dict(device=name, torch=torch.__version__, threads=torch.get_num_threads(),
@@ -562,7 +828,8 @@ def main() -> None:
                     skconv=SKCONV_CFG, nets={n: NETS[n] for n in args.nets})
         with open(args.json, 'w') as f:
             json.dump(dict(meta=meta, rows=rows, skipped=skipped,
-                           skconv=dict(rows=sk_rows, skipped=sk_skipped)), f, indent=1)
+                           skconv=dict(rows=sk_rows, skipped=sk_skipped), floor=floor_rows),
+                      f, indent=1)
         print(f'wrote {args.json}')
 
 

@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from torch.profiler import ProfilerActivity, profile
 
 from mmdet_sk.models.layers import SKConv
-from mmdet_sk.models.layers._select_function import channel_dot, weighted_sum
+from mmdet_sk.models.layers._select_function import channel_affine, channel_dot, weighted_sum
 from mmdet_sk.utils.benchmark import measure, trained_like_norms
 from mmdet_sk.utils.block_benchmark import (PRESETS, REDUCTION, L, block_calls,
                                             build_block_variants, check_block_outputs,
@@ -432,19 +432,19 @@ def pass_costs(unit: nn.Module, x: Tensor, grad: Tensor, device: torch.device,
                args) -> Dict[str, float]:
     """Milliseconds of each pass over the maps that SK adds to its floor, timed alone
     (interleaved) on the unit's own branch maps: per branch ``pool`` (its sum), ``dot`` (the
-    selection weight's gradient, :func:`channel_dot`) and ``grad`` (its map gradient, one
-    ``addcmul``); once ``select`` (the weighted sum into a new map); ``copy``, a map's copy,
+    selection weight's gradient, :func:`channel_dot`) and ``grad`` (its map gradient,
+    :func:`channel_affine`); once ``select`` (the weighted sum into a new map); ``copy``, a map's copy,
     for scale."""
     with torch.no_grad():
         feats = branches_of(unit)(x)
         w = torch.softmax(torch.randn(len(feats), *feats[0].shape[:2], 1, 1), 0).to(x)
-        bcast = torch.randn(feats[0].shape[:2]).to(x)[..., None, None]
+        shift = torch.randn(feats[0].shape[:2]).to(x)
     fns = dict(
         copy=lambda: feats[0].clone(),
         pool=lambda: feats[0].sum((2, 3)),
         select=lambda: weighted_sum(feats, w),
         dot=lambda: channel_dot(grad, feats[0], torch.float32),
-        grad=lambda: torch.addcmul(bcast, grad, w[0]))
+        grad=lambda: channel_affine(grad, w[0, ..., 0, 0], shift))
     return measure(fns, device, args.budget, args.repeats)[0]
 
 

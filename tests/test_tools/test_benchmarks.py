@@ -158,6 +158,19 @@ def test_benchmark_detector_quick(tmp_path):
     assert all(m['infer_ms'] > 0 and m['train_ms'] > 0 for m in models)
 
 
+def test_benchmark_detector_times_the_portable_sk_beside_the_fused(tmp_path):
+    out = _run('tools/analysis_tools/benchmark_detector.py', '--models', 'demo r18 SK',
+               '--portable', '--json', str(tmp_path / 'det.json'))
+    rows = [line for line in out.splitlines() if line.startswith('demo r18')]
+    assert [row.split('192x192')[0].strip() for row in rows] == [
+        'demo r18', 'demo r18 SK', 'demo r18 SK portable']
+    by_name = {m['name']: m for m in json.loads((tmp_path / 'det.json').read_text())['models']}
+    portable, fused = by_name['demo r18 SK portable'], by_name['demo r18 SK']
+    assert portable['baseline'] == 'demo r18'
+    assert portable['params'] == fused['params'] and portable['flops'] == fused['flops']
+    assert portable['train_ms'] > 0 and portable['infer_ms'] > 0
+
+
 def test_benchmark_detector_selects_models_with_their_baselines():
     names = [m[0] for m in benchmark_detector.selected(['faster-rcnn x50 SKConv', 'demo r18'])]
     assert names == ['faster-rcnn x50', 'faster-rcnn x50 SKConv', 'demo r18']

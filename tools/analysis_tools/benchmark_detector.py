@@ -5,6 +5,7 @@
     python tools/analysis_tools/benchmark_detector.py --shape 800 1333 --repeats 3
     python tools/analysis_tools/benchmark_detector.py --models 'faster-rcnn x50 SKConv'
     python tools/analysis_tools/benchmark_detector.py --quick       # tiny input (for tests)
+    python tools/analysis_tools/benchmark_detector.py --models 'faster-rcnn r50 SK' --portable
 
 Every model is built from its config (``init_cfg`` of the backbone set to None: nothing is
 downloaded, then ``init_weights()``) and measured in one process, on one random (1, 3, H, W)
@@ -21,6 +22,10 @@ its baseline:
   with learning rate 0 (the work of a step; the weights stay those that were timed);
 
 each the median of interleaved rounds (every model once per round, the order rotated).
+With ``--portable`` every SK model is also timed as ``NAME portable``: the same weights with
+Fuse and Select in plain operators (no fused autograd Function, no in-place select; what
+``torch.compile`` and ONNX export see, and how SK ran before the Function), so the Function's
+gain is measured in the same run.
 A two-stage detector's RoI head costs in proportion to the number and size of the proposals
 its RPN keeps, which depend on the (random) weights: for every two-stage model the RPN's test
 NMS keeps all of them, up to ``test_cfg.rpn.max_per_img``
@@ -45,6 +50,7 @@ from torch import nn
 
 from mmdet_sk.utils.benchmark import (build_benchmark_detector, dummy_samples, fix_proposals,
                                       interleaved, num_classes, train_step)
+from mmdet_sk.utils.block_benchmark import portable_copy
 from mmdet_sk.utils.complexity import model_complexity
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -86,6 +92,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--models', nargs='+', metavar='NAME', choices=[m[0] for m in MODELS],
                         help='measure these models (and their baselines) only; names: ' +
                         ', '.join(repr(m[0]) for m in MODELS))
+    parser.add_argument('--portable', action='store_true',
+                        help='also time each SK model with Fuse and Select in plain operators')
     parser.add_argument('--json', help='write the results to this file')
     return parser.parse_args()
 
@@ -166,6 +174,10 @@ def main() -> None:
                           params=flops['params'], flops=flops['flops'], flops_bn=features,
                           rois=None)
         print(f'built and counted {name} in {time.perf_counter() - start:.0f} s', flush=True)
+        if args.portable and any(hasattr(m, '_fuse_select_portable') for m in model.modules()):
+            models[f'{name} portable'] = portable_copy(model)
+            info[f'{name} portable'] = dict(info[name], name=f'{name} portable')
+            classes[f'{name} portable'] = classes[name]
     logger.setLevel(level)
 
     def count_rois(name: str) -> Callable:
@@ -202,7 +214,8 @@ def main() -> None:
         for key, ms in interleaved(fns, rounds, torch.device('cpu')).items():
             info[key][kind] = ms
         print(f'timed {kind[:-3]} at {time.perf_counter() - start:.0f} s', flush=True)
-    print(f'{"model":<23}{"input":>9}{"params M":>9}{"/base":>7}{"GFLOPs all":>11}{"/base":>7}'
+    nw = max(23, max(len(name) + 1 for name in info))  # the model column's width
+    print(f'{"model":<{nw}}{"input":>9}{"params M":>9}{"/base":>7}{"GFLOPs all":>11}{"/base":>7}'
           f'{"GFLOPs b+n":>11}{"/base":>7}{"RoIs":>6}{"infer ms":>10}{"/base":>7}'
           f'{"b+n ms":>9}{"/base":>7}{"train ms":>10}{"/base":>7}')
     for key, r in info.items():
@@ -211,7 +224,7 @@ def main() -> None:
         def cell(field, scale, spec, width):
             return f'{r[field] / scale:{width}{spec}}{r[field] / base[field]:7.3f}'
 
-        print(f'{r["name"]:<23}{"x".join(map(str, r["input"])):>9}{cell("params", 1e6, ".2f", 9)}'
+        print(f'{r["name"]:<{nw}}{"x".join(map(str, r["input"])):>9}{cell("params", 1e6, ".2f", 9)}'
               f'{cell("flops", 1e9, ".1f", 11)}{cell("flops_bn", 1e9, ".1f", 11)}'
               f'{r["rois"] if r["rois"] is not None else "-":>6}'
               f'{cell("infer_ms", 1, ".0f", 10)}{cell("features_ms", 1, ".0f", 9)}'

@@ -7,8 +7,8 @@ come on top, as passes over the branch maps. With plain autograd the backward of
 ``s = mean(sum_k V_k)`` writes, per branch, one map for ``w_k * dout``, a second pass adds the
 broadcast gradient of ``s`` into it, and a product map ``dout * V_k`` is reduced for the
 gradient of ``w_k``. :class:`FuseSelectFunction` writes each branch's gradient in one pass
-(``w_k * dout`` plus the broadcast gradient of ``s``, :func:`channel_affine`) and reduces ``dout . V_k`` per
-channel without a product map (:func:`channel_dot`). The small attention network between
+(``w_k * dout`` plus the broadcast gradient of ``s``, :func:`channel_affine`) and reduces
+``dout . V_k`` per channel without a product map (:func:`channel_dot`). The small attention network between
 ``s`` and ``w`` (``fc``, the Fuse's norm and activation, ``fcs``, the softmax) runs once, in
 the forward, as ordinary autograd; the Function's backward takes its gradients through it.
 

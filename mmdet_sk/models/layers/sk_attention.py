@@ -50,8 +50,8 @@ class SKAttention(FuseSelectMixin, BaseModule):
     the pooling is a sum. Eagerly, pooling, Select and the gate run as one autograd Function
     whose backward writes each branch's gradient in one pass (see
     :class:`~mmdet_sk.models.layers._select_function.FuseSelectFunction`); tracers and
-    compilers see the same in plain operators. For inference, :meth:`fold_bn` folds each branch's BatchNorm into its
-    convolution. The forward has no data-dependent control flow (``torch.export`` and
+    compilers see the same in plain operators. For inference, :meth:`fold_bn` folds each
+    branch's BatchNorm into its convolution. The forward has no data-dependent control flow (``torch.export`` and
     ``torch.compile(fullgraph=True)`` take it whole) and keeps the memory format of its input:
     a channels-last input runs channels-last throughout. The block does not convert an NCHW
     input itself: on CPU the grouped convolutions run faster channels-last, but the

@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Block benchmarks: SKAttention against the reference module, SKConv against its conv, and
-each SK form against its floor.
+"""Block benchmarks: SK against the reference module, its replaced conv and its floor.
+
+SKAttention against the reference module, SKConv against the conv it replaces, and each SK
+form against its floor (its branches alone).
 
     python tools/analysis_tools/benchmark_sk.py                 # all three, < 12 min on 2 cores
     python tools/analysis_tools/benchmark_sk.py --skconv-only   # SKConv grid only, < 5 min

@@ -233,24 +233,25 @@ class FuseSelectMixin:
             base (Tensor, optional): What the gate blends from (the unit's input or its
                 replaced conv's output); needed with a gate only.
         """
+        if not eager_kernels_apply():
+            return self._fuse_select_portable(feats, base)
         gate = getattr(self, 'gate', None)
-        params = [p for m in (self.fc, self.fuse_norm, self.fuse_act, *self.fcs)
-                  if m is not None for p in m.parameters()]
-        if eager_kernels_apply():
-            if torch.is_grad_enabled() and any(
-                    t.requires_grad for t in (*feats, *params, *(
-                        (base, gate) if gate is not None else ()))):
+        if torch.is_grad_enabled():
+            # The attention network's parameters: the Function returns their gradients.
+            params = [p for m in (self.fc, self.fuse_norm, self.fuse_act, *self.fcs)
+                      if m is not None for p in m.parameters()]
+            if any(t.requires_grad
+                   for t in (*feats, *params, *((base, gate) if gate is not None else ()))):
                 out, weights = FuseSelectFunction.apply(self._weights_from_pooled, len(feats),
                                                         base, gate, *feats, *params)
                 self._record(weights)
                 return out
-            weights = self._selection_weights(feats)
-            self._record(weights)
-            # No autograd: the sum goes into the first branch's map, unless that map is base.
-            inplace = base is None or feats[0].data_ptr() != base.data_ptr()
-            out = weighted_sum(feats, weights.to(feats[0].dtype)[..., None, None], inplace)
-            return out if gate is None else blend(base, out, gate, inplace=True)
-        return self._fuse_select_portable(feats, base)
+        weights = self._selection_weights(feats)
+        self._record(weights)
+        # No autograd: the sum goes into the first branch's map, unless that map is base.
+        inplace = base is None or feats[0].data_ptr() != base.data_ptr()
+        out = weighted_sum(feats, weights.to(feats[0].dtype)[..., None, None], inplace)
+        return out if gate is None else blend(base, out, gate, inplace=True)
 
     def _fuse_select_portable(self, feats: List[Tensor], base: Optional[Tensor] = None) -> Tensor:
         """:meth:`_fuse_select` in plain operators, as tracers and compilers see it."""

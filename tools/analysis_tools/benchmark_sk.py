@@ -317,16 +317,7 @@ def skconv_calls(models: Dict[str, nn.Module], mode: str, x: Tensor,
                  grad: Tensor) -> Dict[str, Callable]:
     """The timed callables of one mode: conv, SK, no gate (and fold in inference)."""
     if mode == 'infer':
-
-        def infer(module):
-
-            def run():
-                with torch.no_grad():
-                    return module(x)
-
-            return run
-
-        return {k: infer(models[f'{k}_eval' if k != 'fold' else k])
+        return {k: _infer_call(models[f'{k}_eval' if k != 'fold' else k], x)
                 for k in ('conv', 'SK', 'nogate', 'fold')}
 
     def train(module):
@@ -390,6 +381,7 @@ def _train_call(module: Callable, x: Tensor, grad: Tensor, params: Sequence[Tens
 
 
 def _infer_call(module: Callable, x: Tensor) -> Callable:
+    """``module(x)`` under ``torch.no_grad``."""
 
     def run():
         with torch.no_grad():

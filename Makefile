@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := -c requirements-lock.txt
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env lock demo demo-baseline test bench study ablation compat newest timm-reference clean-env
+.PHONY: env lock demo demo-baseline test bench study ablation compat newest deploy timm-reference clean-env
 
 env: $(VENV)/.installed
 
@@ -99,10 +99,15 @@ $(COMPAT)/.installed: $(COMPAT_REQS) setup.py
 newest:
 	$(MAKE) compat COMPAT=.venv-newest COMPAT_REQS=requirements-newest.txt MMCV_CXX_STD=c++20
 
+# MMDeploy 1.3.1 with ONNX Runtime 1.15.1 (its custom ops' release) over torch 2.1.2
+# (requirements-deploy.txt) in .venv-deploy/, and the suite there (docs/deploy.md). Not part of CI.
+deploy:
+	$(MAKE) compat COMPAT=.venv-deploy COMPAT_REQS=requirements-deploy.txt
+
 # The reference SKNet's tests compare with (tests/data/timm_sknet_reference.pth), written by timm
 # itself, which imports only in the compat stack (torchvision).
 timm-reference: $(COMPAT)/.installed
 	$(CBIN)/python tools/misc/timm_sknet_reference.py
 
 clean-env:
-	rm -rf $(VENV) $(COMPAT) .venv-newest
+	rm -rf $(VENV) $(COMPAT) .venv-newest .venv-deploy

@@ -18,7 +18,9 @@ from sk_test_utils import with_running_stats
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(
     osp.relpath(p, REPO) for p in glob.glob(osp.join(REPO, 'configs', '**', '*.py'),
-                                            recursive=True) if '_base_' not in p)
+                                            recursive=True)
+    # configs/deploy/ holds MMDeploy's deploy configs, not models
+    if '_base_' not in p and osp.join('configs', 'deploy') not in p)
 # (SK modules in the backbone, SK modules in the neck): SKAttention blocks and SKConv units.
 EXPECTED_SK = {
     'configs/faster_rcnn_r50_sk_fpn.py': (4 + 6 + 3, 4),

@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := -c requirements-lock.txt
 pin = $(shell grep -E '^$(1)([=<>]|$$)' requirements.txt)
 
-.PHONY: env lock demo demo-baseline test bench study ablation compat newest deploy timm-reference clean-env
+.PHONY: env lock demo demo-baseline test bench study ablation scratch compat newest deploy timm-reference clean-env
 
 env: $(VENV)/.installed
 
@@ -47,6 +47,12 @@ study: env
 # a cut-off one resumes). ABLATION_ARGS, e.g. --p-checkpoint work_dirs/faster-rcnn_r18_fpn_shapes/iter_500.pth
 ablation: env
 	$(BIN)/python tools/analysis_tools/sk_ablation.py $(ABLATION_ARGS)
+
+# SK trained from scratch, where it is the architecture: SKNet-18 and SK R-18 against ResNet-18
+# (Faster R-CNN), YOLOX-tiny with SK against without, paired seeds (hours; finished runs are
+# kept, a cut-off one resumes). SCRATCH_ARGS, e.g. --families yolox, or --report
+scratch: env
+	$(BIN)/python tools/analysis_tools/sk_scratch.py $(SCRATCH_ARGS)
 
 bench: env
 	$(BIN)/python tools/analysis_tools/benchmark_sk.py

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from mmengine.config import Config
+
 from mmdet_sk.datasets import data_root_options, ensure_demo_data
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -65,7 +67,8 @@ def main():
     work_dir = args.work_dir or osp.join('work_dirs', name)
     if args.data_root == DEFAULT_DATA_ROOT or not osp.exists(osp.join(ROOT, args.data_root)):
         ensure_demo_data(osp.join(ROOT, args.data_root))  # the demo's own set: (re)generate
-    extra = ['--cfg-options'] + data_root_options(args.data_root) + args.cfg_options
+    extra = (['--cfg-options'] + data_root_options(args.data_root, Config.fromfile(args.config)) +
+             args.cfg_options)
     py = sys.executable
     run([py, 'tools/train.py', args.config, '--work-dir', work_dir] + extra)
     with open(osp.join(ROOT, work_dir, 'last_checkpoint')) as f:

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
+from mmengine.config import Config
 
 from ..utils.coco import AREA_RANGES
 
@@ -289,20 +290,28 @@ def ensure_demo_data(out_dir: Union[str, Path], **kwargs) -> str:
     return str(root)
 
 
-def data_root_options(data_root: Union[str, Path]) -> List[str]:
+def data_root_options(data_root: Union[str, Path], cfg: Optional[Config] = None) -> List[str]:
     """``--cfg-options`` that point a demo config's data loaders and evaluators at a set.
 
     Args:
         data_root (str | Path): Root of a set laid out as :func:`generate_coco_shapes` writes it.
+        cfg (Config, optional): The config the options are for. A data set that wraps another
+            (``MultiImageMixDataset``, as YOLOX's Mosaic needs, ``RepeatDataset``, ...) gets
+            the root on the one it wraps. None: no loader's set is wrapped.
 
     Returns:
         list[str]: ``key=value`` overrides for ``tools/train.py`` / ``tools/test.py``.
     """
     root = str(data_root).rstrip('/') + '/'
     ann = f'{root}annotations/instances_val2017.json'
-    return [f'{loader}.dataset.data_root={root}'
-            for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')] + [
-                f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
+    options = []
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        key = f'{loader}.dataset'
+        dataset = cfg.get(loader, {}).get('dataset', {}) if cfg is not None else {}
+        while 'dataset' in dataset:
+            key, dataset = key + '.dataset', dataset['dataset']
+        options.append(f'{key}.data_root={root}')
+    return options + [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}']
 
 
 def dataset_stats(ann_file: Union[str, Path]) -> Dict[str, object]:

@@ -37,6 +37,9 @@ EXPECTED_SK = {
     'configs/retinanet_sknet50_fpn.py': (3 + 4 + 6 + 3, 0),
     'configs/mask_rcnn_sknet50_fpn.py': (3 + 4 + 6 + 3, 0),
     'configs/retinanet_sknet18_fpn.py': (2 + 2 + 2 + 2, 0),
+    'configs/demo/faster-rcnn_sknet18_fpn_shapes.py': (2 + 2 + 2 + 2, 0),
+    'configs/demo/yolox_tiny_shapes.py': (0, 0),
+    'configs/demo/yolox_tiny_sk_shapes.py': (3, 3),
 }
 SK_TYPES = (SKAttention, SKConv)
 
@@ -143,7 +146,7 @@ def test_sk_configs_take_the_shared_runtime_settings():
             gated += 1
             custom_keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
             assert custom_keys['.gate'] == shared.sk_gate_custom_keys['.gate'], config
-    assert gated == 8
+    assert gated == 9
 
 
 # (SKConv config, its baseline in tools/analysis_tools/benchmark_detector.py, the baseline's

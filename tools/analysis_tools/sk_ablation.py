@@ -76,6 +76,7 @@ import statistics
 import sys
 import time
 
+from sk_lab.cost import detector_costs
 from sk_lab.report import md_table, seed_plot, write_json, write_text
 from sk_lab.runs import (FT_ITERS, ROOT, collect, kept, kept_result, repo_path, save_result,
                          set_gate_keys, set_sk_option, sh, stored, test_run, train_run,
@@ -187,41 +188,14 @@ def scale_run(run, args, work_dir, config):
 @kept
 def cost_run(run, args, work_dir, config):
     """Params, FLOPs and train-step time of every arm, the time relative to ``plain``."""
-    import logging
-
-    import torch
-    from mmengine.config import Config
-    from mmengine.logging import MMLogger
-    from mmdet_sk.utils.benchmark import (build_benchmark_detector, dummy_samples,
-                                          fix_proposals, interleaved, num_classes, train_step)
-    from mmdet_sk.utils.complexity import model_complexity
-
     print(f'[{time.strftime("%H:%M:%S")}] cost of every arm', flush=True)
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    out, steps = {}, {}
-    try:
-        for arm in ARMS:
-            arm_dir = osp.join(work_dir, arm)
-            os.makedirs(arm_dir, exist_ok=True)
-            # every RPN proposes the same boxes: the RoI head's work is the same in every arm
-            cfg = fix_proposals(Config.fromfile(write_config(arm_run(arm, 0), arm_dir)))
-            flops = model_complexity(cfg, DEMO_SHAPE)
-            x = torch.rand(1, 3, *DEMO_SHAPE, generator=torch.Generator().manual_seed(0))
-            steps[arm] = train_step(build_benchmark_detector(cfg), x,
-                                    dummy_samples(*DEMO_SHAPE, True, num_classes(cfg)))
-            out[arm] = dict(params=flops['params'], flops=flops['flops'])
-    finally:
-        logger.setLevel(level)
-    for fn in steps.values():  # warm-up
-        fn()
-    times = interleaved(steps, run['rounds'], torch.device('cpu'))
+    configs = {}
     for arm in ARMS:
-        out[arm]['train_step_ms'] = round(times[arm], 1)
-        out[arm]['train_step_ratio'] = round(times[arm] / times['plain'], 3)
-    return dict(name=run['name'], seed=0, arms=out, shape=DEMO_SHAPE, rounds=run['rounds'],
-                threads=torch.get_num_threads(), load_avg=os.getloadavg()[0])
+        arm_dir = osp.join(work_dir, arm)
+        os.makedirs(arm_dir, exist_ok=True)
+        configs[arm] = write_config(arm_run(arm, 0), arm_dir)
+    cost = detector_costs(configs, {arm: 'plain' for arm in ARMS}, DEMO_SHAPE, run['rounds'])
+    return dict(name=run['name'], seed=0, shape=DEMO_SHAPE, rounds=run['rounds'], **cost)
 
 
 # --------------------------------------------------------------------------- the ablation

@@ -1,5 +1,6 @@
 # Copyright (c) mmdet-sk contributors. All rights reserved.
-"""Runs of the seeded experiments (the SK study and the SK ablation): derive, train, keep.
+"""Runs of the seeded experiments (the SK study, ablation and from-scratch runs): derive, train,
+keep.
 
 Every run is ``tools/train.py`` or ``tools/test.py`` of this repository on a config derived
 from a demo config and written beside the run's results, so each number can be reproduced by
@@ -164,7 +165,7 @@ def sk_usage(config: str, checkpoint: str, data_root: str, num_images: int) -> O
     from mmdet_sk.analysis import sk_groups, sk_output_change
     from mmdet_sk.datasets import data_root_options
     cfg = Config.fromfile(osp.join(ROOT, config))
-    cfg.merge_from_dict(dict(opt.split('=', 1) for opt in data_root_options(data_root)))
+    cfg.merge_from_dict(dict(opt.split('=', 1) for opt in data_root_options(data_root, cfg)))
     set_random_seed(cfg.randomness.seed)
     model = init_detector(cfg, osp.join(ROOT, checkpoint), device='cpu').eval()
     if not sk_groups(model):
@@ -195,6 +196,37 @@ def weights_digest(checkpoint: str) -> str:
         digest.update(key.encode())
         digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def initial_weights(config: str, seed: int, path: str) -> str:
+    """Save the initial weights of ``config``'s detector under ``seed`` to ``path`` (relative to
+    the repository) unless it is there; their :func:`weights_digest`.
+
+    The detector is built and initialised as MMEngine's Runner does for that seed (seeded, then
+    ``init_weights``; the backbone's ``init_cfg`` as the config has it). Arms that load this
+    file (``load_from``) start what they share with the config from the same weights; what only
+    they have keeps its own initialisation under their seed.
+    """
+    import torch
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import set_random_seed
+
+    import mmdet_sk  # noqa: F401  (registers the SK modules)
+    full = osp.join(ROOT, path)
+    if not osp.isfile(full):
+        cfg = Config.fromfile(osp.join(ROOT, config))
+        init_default_scope(cfg.get('default_scope', 'mmdet'))
+        set_random_seed(seed)
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        os.makedirs(osp.dirname(full), exist_ok=True)
+        tmp = full + '.tmp'
+        torch.save(dict(state_dict=model.state_dict(),
+                        meta=dict(config=config, seed=seed, initial_weights=True)), tmp)
+        os.replace(tmp, full)
+    return weights_digest(full)
 
 
 def _usable(result: Optional[dict], run: dict) -> bool:
@@ -298,12 +330,14 @@ def train_run(run: dict, args, work_dir: str, config: str) -> dict:
     ``args`` needs ``work_dir``, ``data_root`` and ``usage_images`` (0: no SK use measured).
     """
     from mmdet_sk.datasets import data_root_options
-    print(f'[{_stamp()}] {run["name"]}: training {run["iters"]} iterations', flush=True)
+    schedule = f'{run["iters"]} iterations' if run.get('iters') else 'its config\'s schedule'
+    print(f'[{_stamp()}] {run["name"]}: training {schedule}', flush=True)
     # A run cut off by the end of a session resumes from its last checkpoint (exactly:
     # AtomicCheckpointHook keeps the RNG state); its wall time then counts the last part only,
     # its losses and s/iter every part (an iteration run twice: its last record).
     resumed = osp.isfile(osp.join(work_dir, 'last_checkpoint'))
-    options = ['--cfg-options'] + data_root_options(args.data_root)
+    from mmengine.config import Config
+    options = ['--cfg-options'] + data_root_options(args.data_root, Config.fromfile(config))
     start = time.time()
     sh([sys.executable, 'tools/train.py', config, '--work-dir', work_dir] +
        (['--resume'] if resumed else []) + options, osp.join(work_dir, 'run.log'))
@@ -322,6 +356,9 @@ def train_run(run: dict, args, work_dir: str, config: str) -> dict:
     result = dict(stored(run), config=osp.relpath(config, ROOT), wall_s=round(wall, 1),
                   s_per_iter=round(statistics.median(r['time'] for r in train), 3),
                   loss=[(r['iter'], r['loss']) for r in train], metrics=metrics,
+                  # every validation's mAP, at its step (an iteration or an epoch, as the
+                  # config's training loop counts)
+                  val_curve=[(r['step'], r['coco/bbox_mAP']) for r in final],
                   checkpoint=osp.relpath(checkpoint, ROOT), resumed=resumed,
                   base_config=run['config'])
     if args.usage_images:
@@ -340,11 +377,13 @@ def last_test_metrics(work_dir: str) -> dict:
 @kept
 def test_run(run: dict, args, work_dir: str, config: str) -> dict:
     """Evaluate the checkpoint ``run['load_from']`` in the run's config; its result."""
+    from mmengine.config import Config
     from mmdet_sk.datasets import data_root_options
     print(f'[{_stamp()}] {run["name"]}: evaluating', flush=True)
     start = time.time()
     sh([sys.executable, 'tools/test.py', config, run['load_from'], '--work-dir', work_dir,
-        '--cfg-options'] + data_root_options(args.data_root), osp.join(work_dir, 'run.log'))
+        '--cfg-options'] + data_root_options(args.data_root, Config.fromfile(config)),
+       osp.join(work_dir, 'run.log'))
     result = dict(stored(run), iters=0, config=osp.relpath(config, ROOT),
                   wall_s=round(time.time() - start, 1), metrics=last_test_metrics(work_dir),
                   base_config=run['config'])

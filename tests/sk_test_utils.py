@@ -27,6 +27,26 @@ def with_running_stats(model: nn.Module, seed: int = 0, gates: bool = True) -> n
     return model.eval()
 
 
+def random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every convolution and linear layer of ``model`` random weights and biases, then
+    trained-like norms and open SK gates (:func:`with_running_stats`); return it in eval mode.
+
+    Weights are drawn with variance ``1 / fan_in`` (activations keep their scale through the
+    network, as in a trained one), biases with standard deviation 0.01. Unlike a fresh
+    initialisation (heads drawn at std 0.01, biases 0), the heads then score boxes apart:
+    detections of a random detector have distinct scores well above any threshold.
+    """
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in**0.5)
+                if m.bias is not None:
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.01)
+    return with_running_stats(model, seed)
+
+
 def requires_torch(version: str, why: str):
     """Skip a test on torch older than ``version``, saying which feature it needs."""
     import pytest

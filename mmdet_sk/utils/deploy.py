@@ -19,7 +19,7 @@ from mmengine.config import Config
 from mmengine.registry import Registry
 from torch import nn
 
-from .checkpoint import check_checkpoint_fits, read_checkpoint
+from .checkpoint import check_checkpoint_fits, new_weights_summary, read_checkpoint
 from .preflight import find_config_nodes
 
 # The Python package each MMDeploy backend needs (what MMDeploy's backend managers look for).
@@ -105,11 +105,8 @@ def check_custom_imports(cfg: Config, filename: str) -> None:
 
 def check_deploy_config(deploy_cfg: Config, filename: str,
                         backends: Optional[Sequence[str]] = None) -> str:
-    """Check a deploy config and that its backend can run here; return the backend.
-
-    The backend's Python package is looked for first (no mmdeploy needed), then mmdeploy
-    itself and, for ONNX Runtime, the custom-op library of MMDeploy's wheel (RoIAlign, NMS of
-    some heads) that the exported graphs call.
+    """Check a deploy config and that its backend's Python package is installed; return the
+    backend. Needs no mmdeploy (see :func:`check_mmdeploy`).
 
     Args:
         deploy_cfg (Config): The deploy config.
@@ -121,8 +118,7 @@ def check_deploy_config(deploy_cfg: Config, filename: str,
 
     Raises:
         ValueError: Not a deploy config of MMDetection, or a backend the caller cannot run.
-        ImportError: The backend's package, mmdeploy or the custom-op library is missing; the
-            message says what to install.
+        ImportError: The backend's package is missing; the message says what to do.
     """
     backend = deploy_cfg.get('backend_config', {}).get('type')
     codebase = deploy_cfg.get('codebase_config', {}).get('type')
@@ -146,6 +142,16 @@ def check_deploy_config(deploy_cfg: Config, filename: str,
     if backends is not None and backend not in backends:
         raise ValueError(f"{filename} deploys to {backend}; this tool exports and runs "
                          f"{', '.join(backends)} only")
+    return backend
+
+
+def check_mmdeploy(backend: str) -> None:
+    """Raise if mmdeploy is not installed or, for ONNX Runtime, lacks the custom-op library
+    of its wheel (mmcv's ops that the exported graphs call).
+
+    Raises:
+        ImportError: The message says how to get the deploy stack.
+    """
     if importlib.util.find_spec('mmdeploy') is None:
         raise ImportError(f'mmdeploy is not installed in this environment ({sys.executable}). '
                           f'{DEPLOY_HINT}')
@@ -154,16 +160,20 @@ def check_deploy_config(deploy_cfg: Config, filename: str,
         if not osp.exists(get_ops_path() or ''):
             raise ImportError(
                 'MMDeploy\'s ONNX Runtime custom-op library (lib/libmmdeploy_onnxruntime_ops.so,'
-                ' in the PyPI wheel of mmdeploy 1.3.1) is missing: the exported RoIAlign cannot '
-                f'run. {DEPLOY_HINT}')
-    return backend
+                ' in the PyPI wheel of mmdeploy 1.3.1) is missing. '
+                f'{DEPLOY_HINT}')
 
 
-def check_checkpoint_for_config(cfg: Config, filename: str) -> None:
+def check_checkpoint_for_config(cfg: Config, filename: str) -> Optional[str]:
     """Raise if the checkpoint ``filename`` cannot be read or lacks weights of ``cfg``'s model.
 
-    The model is built on the meta device (shapes only); SK weights missing from the
-    checkpoint count as missing: a deployed SK block must compute its trained weights.
+    The model is built on the meta device (shapes only). Gated SK blocks none of whose weights
+    the checkpoint has (a checkpoint of the detector without SK) load as MMEngine loads them,
+    at their initialisation, the identity: they are not refused, but returned as a summary.
+
+    Returns:
+        str | None: :func:`~mmdet_sk.utils.checkpoint.new_weights_summary`'s line where SK
+        blocks keep their initialisation, else None.
 
     Raises:
         FileNotFoundError | RuntimeError: As :func:`read_checkpoint`.
@@ -175,7 +185,9 @@ def check_checkpoint_for_config(cfg: Config, filename: str) -> None:
     model_cfg.get('backbone', {}).pop('init_cfg', None)  # nothing to download for shapes
     with torch.device('meta'):
         model = MODELS.build(model_cfg)
+    summary = new_weights_summary(model, checkpoint)
     check_checkpoint_fits(model, checkpoint, filename)
+    return summary
 
 
 def match_detections(reference, candidate, top_k: int = 10,

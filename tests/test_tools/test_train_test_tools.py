@@ -58,11 +58,35 @@ def test_train_evaluate_resume_and_test(tiny_coco, tmp_path):
     assert len(drawn) == 8
 
 
+def _scratch_result(path, sk_config, plain_config):
+    """A made-up ``sk_scratch.json`` whose demo is ``sk_config`` against ``plain_config``."""
+    stats = lambda v: dict(mean=sum(v) / 3, std=0.01, n=3, values=v)  # noqa: E731
+    diff = dict(stats([0.01, 0.02, 0.03]), wins=3, signed=True)
+    result = dict(
+        demo=dict(arm='sk', config=sk_config, plain_arm='plain', plain_config=plain_config,
+                  decided=True, beats_plain=True, why='sk beats its plain arm by +0.020'),
+        table=dict(sk=dict(label='R-18 + SK', mAP=stats([0.41, 0.42, 0.43]), vs_plain=diff,
+                           vs_plain_verdict='higher'),
+                   plain=dict(label='R-18', mAP=stats([0.40, 0.40, 0.40]))))
+    path.write_text(json.dumps(result))
+    return str(path)
+
+
 def test_run_demo_prints_the_coco_summary_of_its_test_run(tiny_coco, tmp_path):
+    # the demo trains what the from-scratch experiment chose, and prints its paired result
+    chosen = _scratch_result(tmp_path / 'sk_scratch.json', CONFIG,
+                             'configs/demo/faster-rcnn_r18_fpn_shapes.py')
     out = _tool('tools/run_demo.py', '--work-dir', str(tmp_path / 'demo'), '--data-root',
-                str(tiny_coco), '--cfg-options', 'train_cfg.max_iters=2',
-                'train_cfg.val_interval=2', *_FAST_OPTIONS)
+                str(tiny_coco), '--scratch-result', chosen, '--cfg-options',
+                'train_cfg.max_iters=2', 'train_cfg.val_interval=2', *_FAST_OPTIONS)
     summary = out[out.index('=== mmdet-sk demo'):].splitlines()
+    assert summary[0] == '=== mmdet-sk demo: faster-rcnn_r18_sk_fpn_shapes'
+    assert summary[5:10] == [
+        f'From scratch, paired seeds ({chosen}, make scratch), COCO bbox mAP:',
+        '  R-18 + SK: 0.420 ± 0.010 (0.410, 0.420, 0.430)',
+        '  R-18: 0.400 ± 0.010 (0.400, 0.400, 0.400)',
+        '  paired difference: +0.020 ± 0.010 (+0.010, +0.020, +0.030), higher in 3 of 3 seeds: '
+        'higher', '  sk beats its plain arm by +0.020']
     values = dict(item.split('=') for item in summary[1].split()[2:])
     assert list(values) == ['mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l']
     test_runs = list((tmp_path / 'demo' / 'test').glob('*/*.json'))
@@ -74,3 +98,25 @@ def test_run_demo_prints_the_coco_summary_of_its_test_run(tiny_coco, tmp_path):
     assert drawn == str(test_runs[0].parent / 'vis')
     assert len(list(test_runs[0].parent.glob('vis/*.jpg'))) == 8
     assert summary[2] == f'checkpoint: {tmp_path / "demo" / "iter_2.pth"}'
+
+
+def test_run_demo_picks_the_chosen_detector_or_its_baseline(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('run_demo', osp.join(REPO, 'tools',
+                                                                       'run_demo.py'))
+    run_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_demo)
+    chosen = _scratch_result(tmp_path / 'r.json', 'configs/demo/yolox_tiny_sk_shapes.py',
+                             'configs/demo/yolox_tiny_shapes.py')
+    result = run_demo.scratch_result(chosen)
+    pick = lambda *argv: run_demo.demo_config(run_demo.parse_args(argv), result)  # noqa: E731
+    assert pick() == 'configs/demo/yolox_tiny_sk_shapes.py'
+    assert pick('--baseline') == 'configs/demo/yolox_tiny_shapes.py'
+    assert pick('--config', 'x.py') == 'x.py'
+    # no experiment result yet: the SK demo as it was
+    result = None
+    assert pick() == run_demo.DEFAULT_CONFIG
+    assert pick('--baseline') == run_demo.DEFAULT_BASELINE
+    assert run_demo.paired_lines(run_demo.scratch_result(chosen), 'other.py') == []
+    assert run_demo.scratch_result(str(tmp_path / 'none.json')) is None
+

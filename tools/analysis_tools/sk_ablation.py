@@ -69,7 +69,6 @@ iterations + P 500 + scratch 500 = 5,200 training iterations, about 4-5 hours wi
 evaluations; 5 seeds would double the fine-tuning and do not fit. Outputs:
 ``--report-dir``/sk_ablation.{md,json,png}.
 """
-import argparse
 import os
 import os.path as osp
 import statistics
@@ -78,7 +77,7 @@ import time
 
 from sk_lab.cost import detector_costs
 from sk_lab.report import md_table, seed_plot, write_json, write_text
-from sk_lab.runs import (FT_ITERS, ROOT, collect, kept, kept_result, repo_path, save_result,
+from sk_lab.runs import (FT_ITERS, ROOT, collect, experiment_parser, kept, kept_result, repo_path, save_result,
                          set_gate_keys, set_sk_option, sh, stored, test_run, train_run,
                          weights_digest, write_config)
 from sk_lab.stats import choose_default, fmt, paired_difference, paired_verdict, summary
@@ -124,23 +123,13 @@ SK_ARMS = [a for a in ARMS if a != 'plain']
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--work-dir', default='work_dirs/sk_ablation', help='runs and results')
-    parser.add_argument('--report-dir', default='docs',
-                        help='sk_ablation.{md,json,png} go here')
-    parser.add_argument('--store', default='docs/sk_ablation_runs',
-                        help='every finished run\'s result, kept across sessions (commit it)')
-    parser.add_argument('--data-root', default='data/coco_shapes',
-                        help='the demo set (generated with the demo defaults if missing)')
-    parser.add_argument('--usage-images', type=int, default=50,
-                        help='val images for the SK use measurement')
+    parser = experiment_parser('sk_ablation', __doc__.splitlines()[0], usage_images=50)
     parser.add_argument('--p-checkpoint',
                         help='P\'s checkpoint (the plain demo, seed 0, 500 iterations, e.g. '
                         'from make demo-baseline) instead of training P here')
     parser.add_argument('--scratch-checkpoint',
                         help='the SK demo\'s checkpoint (seed 0, 500 iterations, e.g. from '
                         'make demo) for the from-scratch scale analysis, instead of training it')
-    parser.add_argument('--report', action='store_true', help='only rebuild the report')
     parser.add_argument('--stop-after', choices=['P', 'step0', 'finetune', 'scale'],
                         help='stop after this phase')
     return parser.parse_args(argv)

@@ -60,7 +60,6 @@ Size: 6 arms x 3 seeds = 18 trainings: YOLOX about 0.5-0.8 s/iteration, Faster R
 on 2 cores, about 5 hours with the validations: more than one session; ``make scratch``
 continues where the last one stopped. Outputs: ``--report-dir``/sk_scratch.{md,json,png}.
 """
-import argparse
 import os
 import os.path as osp
 import statistics
@@ -68,7 +67,8 @@ import time
 
 from sk_lab.cost import detector_costs
 from sk_lab.report import md_table, seed_plot, write_json, write_text
-from sk_lab.runs import ROOT, collect, initial_weights, kept, stored, train_run, write_config
+from sk_lab.runs import (ROOT, collect, experiment_parser, initial_weights, kept, stored,
+                         train_run, write_config)
 from sk_lab.stats import fmt, paired_difference, paired_verdict, summary
 
 YOLOX = 'configs/demo/yolox_tiny_shapes.py'
@@ -103,19 +103,9 @@ UNDECIDED_DEMO = 'frcnn_sk'
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--work-dir', default='work_dirs/sk_scratch', help='runs and results')
-    parser.add_argument('--report-dir', default='docs',
-                        help='sk_scratch.{md,json,png} go here')
-    parser.add_argument('--store', default='docs/sk_scratch_runs',
-                        help='every finished run\'s result, kept across sessions (commit it)')
-    parser.add_argument('--data-root', default='data/coco_shapes',
-                        help='the demo set (generated with the demo defaults if missing)')
+    parser = experiment_parser('sk_scratch', __doc__.splitlines()[0], usage_images=0)
     parser.add_argument('--families', nargs='+', choices=list(FAMILIES),
                         default=list(FAMILIES), help='families to run, in this order')
-    parser.add_argument('--usage-images', type=int, default=0,
-                        help='val images for the SK use measurement per run (0: none)')
-    parser.add_argument('--report', action='store_true', help='only rebuild the report')
     parser.add_argument('--no-cost', action='store_true', help='skip the cost measurement')
     return parser.parse_args(argv)
 

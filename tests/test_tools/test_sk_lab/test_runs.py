@@ -106,7 +106,7 @@ def _cut_off_run(tmp_path, monkeypatch, marker, final_val=True):
         vis.mkdir(parents=True)
         records = [dict(iter=i, loss=1.0 / i, time=2.0) for i in (110, 120)]
         (vis / 'scalars.json').write_text('\n'.join(
-            json.dumps(r) for r in records + ([metrics] if final_val else [])))
+            json.dumps(r) for r in records + ([dict(metrics, step=120)] if final_val else [])))
         (work_dir / 'last_checkpoint').write_text(str(work_dir / 'iter_120.pth'))
 
     monkeypatch.setattr(runs, 'sh', fake_sh)
@@ -122,7 +122,7 @@ def test_a_cut_off_training_resumes(tmp_path, monkeypatch):
     commands, result = _cut_off_run(tmp_path, monkeypatch,
                                     dict(depends_on='P1', config='configs/c.py'))
     assert len(commands) == 1 and '--resume' in commands[0] and result['resumed']
-    assert result['metrics']['bbox_mAP'] == 0.4
+    assert result['metrics']['bbox_mAP'] == 0.4 and result['val_curve'] == [(120, 0.4)]
     assert [it for it, _ in result['loss']] == [90, 100, 110, 120]
     assert dict(result['loss'])[110] == 1.0 / 110
     assert result['s_per_iter'] == 3.0  # median of 4, 4 (first part), 2, 2
@@ -137,7 +137,7 @@ def test_a_run_cut_off_in_its_final_validation_tests_its_last_checkpoint(tmp_pat
                                     final_val=False)
     assert 'tools/train.py' in commands[0] and 'tools/test.py' in commands[1]
     assert osp.basename(commands[1][commands[1].index('tools/test.py') + 2]) == 'iter_120.pth'
-    assert result['metrics']['bbox_mAP'] == 0.4
+    assert result['metrics']['bbox_mAP'] == 0.4 and result['val_curve'] == []
 
 
 def test_a_folder_left_by_another_run_is_not_resumed(tmp_path, monkeypatch):

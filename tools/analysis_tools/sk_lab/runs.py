@@ -15,6 +15,7 @@ experiment has one) and is not run again (:func:`kept`); a training cut off with
 resumes from its last checkpoint. A run that starts from trained weights names their
 :func:`weights_digest` in ``depends_on``: a kept result counts only for the same weights.
 """
+import argparse
 import json
 import os
 import os.path as osp
@@ -46,6 +47,23 @@ def repo_path(path: str) -> str:
     """``path`` (absolute, or relative to the working directory) relative to the repository,
     as runs and their results name files: the tools run from the repository's root."""
     return osp.relpath(osp.abspath(path), ROOT)
+
+
+def experiment_parser(name: str, description: str, usage_images: int) -> argparse.ArgumentParser:
+    """The command line every seeded experiment shares: its work dir, report dir and committed
+    store named after it (``work_dirs/<name>``, ``docs/<name>.{md,json,png}``,
+    ``docs/<name>_runs``), the data set, the SK use measurement and ``--report``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument('--work-dir', default=f'work_dirs/{name}', help='runs and results')
+    parser.add_argument('--report-dir', default='docs', help=f'{name}.{{md,json,png}} go here')
+    parser.add_argument('--store', default=f'docs/{name}_runs',
+                        help='every finished run\'s result, kept across sessions (commit it)')
+    parser.add_argument('--data-root', default='data/coco_shapes',
+                        help='the demo set (generated with the demo defaults if missing)')
+    parser.add_argument('--usage-images', type=int, default=usage_images,
+                        help='val images for the SK use measurement per run (0: none)')
+    parser.add_argument('--report', action='store_true', help='only rebuild the report')
+    return parser
 
 
 def finetune_overrides(iters: int, lr: float = FT_LR) -> dict:

@@ -159,3 +159,37 @@ def test_demo_without_a_winner_is_the_closest_and_says_so(tmp_path):
     demo = sk_scratch.report(partial, args)
     assert not demo['decided'] and demo['arm'] == sk_scratch.UNDECIDED_DEMO
     assert 'not all seeds yet' in (tmp_path / 'sk_scratch.md').read_text()
+
+
+def test_the_yolox_pilot_decides_whether_the_family_runs(monkeypatch, tmp_path):
+    trained = []
+
+    def fake_train(run, args):
+        trained.append(run['name'])
+        return dict(metrics=dict(bbox_mAP=pilot_map if run.get('phase') == 'pilot' else 0.3))
+
+    monkeypatch.setattr(sk_scratch, 'train_run', fake_train)
+    monkeypatch.setattr(sk_scratch, 'initial_weights', lambda config, seed, path: 'digest')
+    monkeypatch.setattr('mmdet_sk.datasets.ensure_demo_data', lambda root: root)
+    args = sk_scratch.parse_args(['--work-dir', str(tmp_path), '--no-cost'])
+    pilot_map = 0.05
+    sk_scratch.scratch(args)
+    assert trained[0] == 'pilot_yolox_plain_s100' and trained[1] == 'frcnn_plain_s0'
+    assert not any(n.startswith('yolox_') for n in trained)
+    trained.clear()
+    pilot_map = 0.3
+    sk_scratch.scratch(args)
+    assert trained[:2] == ['pilot_yolox_plain_s100', 'yolox_plain_s0'] and len(trained) == 19
+
+
+def test_the_pilot_is_not_a_seed_of_the_plain_arm(tmp_path):
+    args = sk_scratch.parse_args(['--report-dir', str(tmp_path)])
+    results = _results({})
+    results['pilot_yolox_plain_s100'] = dict(
+        arm='yolox_plain', family='yolox', seed=100, phase='pilot', val_curve=[(2, 0.1),
+                                                                              (10, 0.25)],
+        metrics=dict(bbox_mAP=0.25))
+    sk_scratch.report(results, args)
+    table = json.loads((tmp_path / 'sk_scratch.json').read_text())['table']
+    assert table['yolox_plain']['mAP']['n'] == 3 and '100' not in table['yolox_plain']['per_seed']
+    assert 'YOLOX pilot (the plain arm, seed 100' in (tmp_path / 'sk_scratch.md').read_text()

@@ -5,7 +5,7 @@ import torch
 from mmengine.config import Config
 from torch import Tensor, nn
 
-from mmdet_sk.models.layers import SKAttention
+from mmdet_sk.models.layers import SKAttention, SKConv
 from mmdet_sk.utils.benchmark import trained_like_norms
 
 
@@ -34,7 +34,8 @@ def random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     Weights are drawn with variance ``1 / fan_in`` (activations keep their scale through the
     network, as in a trained one), biases with standard deviation 0.01. Unlike a fresh
     initialisation (heads drawn at std 0.01, biases 0), the heads then score boxes apart:
-    detections of a random detector have distinct scores well above any threshold.
+    detections of a random detector have distinct scores well above any threshold. The gates
+    of SKConv units are opened too (to values in (0, 1)).
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -44,6 +45,8 @@ def random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.weight.copy_(torch.randn(m.weight.shape, generator=g) / fan_in**0.5)
                 if m.bias is not None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.01)
+            elif isinstance(m, SKConv) and m.gate is not None:  # SKAttention's: below
+                m.gate.copy_(torch.rand(m.gate.shape, generator=g))
     return with_running_stats(model, seed)
 
 

@@ -50,6 +50,18 @@ def random_weights(model: nn.Module, seed: int = 0) -> nn.Module:
     return with_running_stats(model, seed)
 
 
+def load_script(*parts: str):
+    """A script of the repository (e.g. ``'tools', 'deployment', 'deploy.py'``) as a module,
+    loaded from its file: tools are scripts, not a package."""
+    import importlib.util
+    import os.path as osp
+    path = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), *parts)
+    spec = importlib.util.spec_from_file_location(osp.splitext(parts[-1])[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def requires_torch(version: str, why: str):
     """Skip a test on torch older than ``version``, saying which feature it needs."""
     import pytest

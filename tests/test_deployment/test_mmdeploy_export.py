@@ -5,7 +5,8 @@ deploy configs (configs/deploy/), its detections equal to PyTorch's. Needs the d
 Each detector has random weights everywhere, trained-like BatchNorm statistics and its SK gates
 open (``random_weights``: with the gates at 0, the initialisation, SK would be the identity and
 prove nothing); it is saved, loaded back by MMDeploy's task processor as the tool loads it, and
-exported at 128 x 128 (static; the tool's test exports the dynamic config). The ten
+exported at 128 x 128 (static; the tool's test exports the dynamic config). The graph has
+ONNX's own operators only and runs in a plain ONNX Runtime session as in MMDeploy's. The ten
 highest-scoring PyTorch detections of an image must each have an ONNX Runtime detection of the
 same label with a box IoU above 0.999 and a score within 1e-4 (measured: docs/deploy.md), and
 for Mask R-CNN a mask IoU above 0.99.
@@ -93,13 +94,13 @@ def mmdeploy_rules(cfg: Config) -> Config:
     return cfg
 
 
-def write_checkpoint(cfg: Config, path: str) -> str:
+def write_checkpoint(cfg: Config, path: str, rpn_scale: float = 0.1) -> str:
     """Random weights with trained-like norms and open gates, proposals near their anchors,
     one box per RoI, RTMDet's boxes of positive size."""
     model = random_weights(build_detector(cfg))
     with torch.no_grad():
         if hasattr(model, 'rpn_head'):  # proposals near their anchors, as a trained RPN's
-            model.rpn_head.rpn_reg.weight.mul_(0.1)
+            model.rpn_head.rpn_reg.weight.mul_(rpn_scale)
         head = getattr(getattr(model, 'roi_head', None), 'bbox_head', None)
         if head is not None and not head.reg_class_agnostic:
             # every class's box regressed with the first class's weights (see above)
@@ -125,6 +126,24 @@ def close_gates(model) -> int:
     return len(gates)
 
 
+def runs_without_mmdeploy(onnx_file: str, inputs: torch.Tensor, backend) -> None:
+    """The graph has standard ONNX operators only (opset 16: RoiAlign and NonMaxSuppression
+    are ONNX's): a plain ONNX Runtime session, without MMDeploy's custom-op library, gives
+    what MMDeploy's wrapper gives."""
+    import numpy as np
+    import onnx
+    import onnxruntime
+    graph = onnx.load(onnx_file)
+    assert {node.domain for node in graph.node} <= {'', 'ai.onnx'}
+    assert [(o.domain, o.version) for o in graph.opset_import] == [('', 16)]
+    session = onnxruntime.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+    plain = session.run(None, {'input': inputs.numpy()})
+    wrapped = backend.wrapper({'input': inputs})
+    assert len(plain) == len(wrapped)
+    for a, b in zip(plain, wrapped.values()):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
 @pytest.mark.parametrize('config', SK_CONFIGS)
 def test_exports_and_matches_pytorch(config, tmp_path):
     cfg = mmdeploy_rules(Config.fromfile(osp.join(REPO, config)))
@@ -147,6 +166,7 @@ def test_exports_and_matches_pytorch(config, tmp_path):
     backend = sk_deploy.build_backend_detector(task_processor, onnx_file)
     ref = sk_deploy.predict(model, data)[0]
     ort = sk_deploy.predict(backend, data)[0]
+    runs_without_mmdeploy(onnx_file, data['inputs'], backend)
     # MMDeploy's RTMDet graph leaves boxes unclipped (MMDetection clips them to the image;
     # neither clips YOLOX's): the boxes are compared inside the image
     h, w = data['data_samples'][0].ori_shape
@@ -247,3 +267,32 @@ def test_the_rpn_rules_are_what_differs(tmp_path):
               f'{results[rules]["max_score_diff"]}')
     assert results['config']['matched'] < 10
     assert results['mmdeploy']['matched'] == 10
+
+
+def test_opset_16_computes_mmcv_roialign(tmp_path):
+    """The SK demo with a random RPN (proposals thin as a line, clipped at the border) under
+    MMDeploy's rules: exported with opset 11 (MMDeploy's), RoIs thinner than a feature cell
+    are stretched to one cell and detections move; with opset 16 (configs/deploy/) they
+    match."""
+    cfg = mmdeploy_rules(Config.fromfile(DEMO_SK))
+    checkpoint = write_checkpoint(cfg, str(tmp_path / 'model.pth'), rpn_scale=1.0)
+    img = write_image(str(tmp_path / 'img.png'), 100, 140)
+    results = {}
+    for opset in (11, 16):
+        deploy_cfg = deploy_config(cfg)
+        deploy_cfg.onnx_config.input_shape = (128, 128)
+        deploy_cfg.onnx_config.opset_version = opset
+        task_processor = sk_deploy.build_task_processor(cfg, deploy_cfg, 'cpu')
+        model = task_processor.build_pytorch_model(checkpoint)
+        data = sk_deploy.create_inputs(task_processor, model, img, deploy_cfg)
+        onnx_file = sk_deploy.export_end2end(model, data, deploy_cfg, str(tmp_path / str(opset)))
+        backend = sk_deploy.build_backend_detector(task_processor, onnx_file)
+        matches = sk_deploy.match_detections(sk_deploy.predict(model, data)[0],
+                                             sk_deploy.predict(backend, data)[0], 20, 0.5)
+        results[opset] = summary = sk_deploy.matches_summary(matches)
+        moved = sum(m['index'] is None or m['iou'] < 0.999 for m in matches)
+        print(f'\nopset {opset}: of the top 20, {moved} moved or unmatched; smallest IoU '
+              f'{summary["min_iou"]}, largest |score diff| {summary["max_score_diff"]}')
+        results[opset]['moved'] = moved
+    assert results[16]['moved'] == 0 and results[16]['max_score_diff'] < 1e-4
+    assert results[11]['moved'] > 0

@@ -9,6 +9,7 @@ import torch
 from mmengine.config import Config
 
 from mmdet_sk.utils import deploy as sk_deploy
+from sk_test_utils import load_script
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEMO_SK = osp.join(REPO, 'configs', 'demo', 'faster-rcnn_r18_sk_fpn_shapes.py')
@@ -17,11 +18,7 @@ HAS_MMDEPLOY = importlib.util.find_spec('mmdeploy') is not None
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location(
-        'deploy_tool', osp.join(REPO, 'tools', 'deployment', 'deploy.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script('tools', 'deployment', 'deploy.py')
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ Needs the deploy stack (``make deploy``: mmdeploy 1.3.1, onnxruntime 1.15.1). Ev
 built from its config as ``tools/analysis_tools/benchmark_detector.py`` builds it (no download,
 ``init_weights()``, trained-like BatchNorm statistics; a two-stage detector's RPN keeps
 ``test_cfg.rpn.max_per_img`` proposals, its classification and regression convs zero so that
-every model proposes the same anchors: :func:`mmdet_sk.utils.benchmark.build_benchmark_detector`),
-its SK gates set to 0.5, and exported through MMDeploy with ``configs/deploy``'s static ONNX
+every model proposes the same anchors: :func:`mmdet_sk.utils.benchmark.build_benchmark_detector`;
+and its RoI head keeps ``max_per_img`` detections, :func:`fix_detections`; the ``dets`` column
+counts the detections of each graph), its SK gates set to 0.5, and exported through MMDeploy with ``configs/deploy``'s static ONNX
 Runtime config (instance-seg for Mask R-CNN) at one input shape: 512 x 512 (``--shape``),
 640 x 640 for YOLOX and RTMDet (their test scale), 192 x 192 for the demo configs. Every SK
 model is exported twice: as built, and with every BatchNorm folded into its convolution first
@@ -102,6 +103,20 @@ def load_cfg(config: str) -> Config:
     return cfg
 
 
+def fix_detections(cfg: Config) -> Config:
+    """Let a two-stage detector keep ``test_cfg.rcnn.max_per_img`` detections, always.
+
+    The work after the RoI head (NMS, and Mask R-CNN's mask head, which runs on every
+    detection) grows with the detections, and how many of its 80,000 candidates a random RoI
+    head scores above ``score_thr`` depends on its weights (measured here: 0 in one model, 95
+    in another): with ``score_thr=0`` every model keeps ``max_per_img`` (100).
+    """
+    rcnn = cfg.model.get('test_cfg', {}).get('rcnn')
+    if rcnn is not None:
+        rcnn.score_thr = 0.0
+    return cfg
+
+
 def groups(names=None) -> list:
     """``[(base entry, [SK entries])]`` of ``MODELS`` (only those with an SK model in
     ``names``, if given)."""
@@ -133,10 +148,12 @@ def export(name: str, cfg: Config, model, shape, work_dir: str) -> dict:
     ops = sk_deploy.onnx_op_counts(onnx_file)
     backend = sk_deploy.build_backend_detector(task_processor, onnx_file)
     x = data['inputs']
+    dets = backend.wrapper({'input': x})['dets']
     return dict(run=lambda: backend.wrapper({'input': x}),
                 info=dict(name=name, input=list(x.shape[-2:]), export_s=seconds,
                           onnx_nodes=sum(ops.values()), conv=ops.get('Conv', 0),
                           batch_norm=ops.get('BatchNormalization', 0),
+                          detections=int((dets[0, :, 4] > 0).sum()),
                           onnx_mb=osp.getsize(onnx_file) / 2**20))
 
 
@@ -160,7 +177,7 @@ def main() -> None:
         runs, infos = {}, {}
         logger.setLevel(logging.ERROR)  # init_weights() and MMDeploy log every step
         for name, config, baseline, shape in [base] + sks:
-            cfg = fix_proposals(load_cfg(config))
+            cfg = fix_detections(fix_proposals(load_cfg(config)))
             model = trained_like_norms(build_benchmark_detector(cfg)).eval()
             with torch.no_grad():
                 for m in model.modules():
@@ -180,7 +197,7 @@ def main() -> None:
         ms = interleaved(runs, args.rounds, torch.device('cpu'))
         if not header:
             print(f'{"model":<30} {"input":>9} {"ms":>8} {"/base":>6} {"nodes":>6} {"Conv":>5} '
-                  f'{"BN":>3} {"export s":>8}')
+                  f'{"BN":>3} {"dets":>4} {"export s":>8}')
             header = True
         for key, info in infos.items():
             info['ms'] = ms[key]
@@ -188,7 +205,8 @@ def main() -> None:
             ratio = f'{info["ratio"]:.3f}' if info['ratio'] else '-'
             print(f'{key:<30} {"x".join(map(str, info["input"])):>9} {ms[key]:>8.1f} '
                   f'{ratio:>6} {info["onnx_nodes"]:>6} {info["conv"]:>5} '
-                  f'{info["batch_norm"]:>3} {info["export_s"]:>8.1f}', flush=True)
+                  f'{info["batch_norm"]:>3} {info["detections"]:>4} {info["export_s"]:>8.1f}',
+                  flush=True)
             results.append(info)
     end_load = os.getloadavg()[0]
     print(f'load average at the end {end_load:.2f}')

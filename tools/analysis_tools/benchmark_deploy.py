@@ -87,7 +87,7 @@ def parse_args() -> argparse.Namespace:
                         help='these SK models (and their bases) only; names: ' +
                         ', '.join(repr(m[0]) for m in MODELS))
     parser.add_argument('--work-dir', help='keep the exported graphs here (default: a '
-                        'temporary folder)')
+                        'temporary folder, removed at the end: they take gigabytes)')
     parser.add_argument('--json', help='write the results to this file')
     return parser.parse_args()
 
@@ -158,13 +158,21 @@ def export(name: str, cfg: Config, model, shape, work_dir: str) -> dict:
 
 
 def main() -> None:
+    args = parse_args()
+    sk_deploy.check_mmdeploy('onnxruntime')
+    if args.work_dir:
+        run(args, args.work_dir)
+    else:  # the graphs take gigabytes: removed at the end
+        with tempfile.TemporaryDirectory(prefix='benchmark_deploy_') as work_dir:
+            run(args, work_dir)
+
+
+def run(args: argparse.Namespace, work_dir: str) -> None:
+    """Export, time and print every group of ``args.models``; write ``args.json``."""
     from mmcv.cnn import fuse_conv_bn
     from mmdet.utils import register_all_modules
     import onnxruntime
     register_all_modules()
-    args = parse_args()
-    sk_deploy.check_mmdeploy('onnxruntime')
-    work_dir = args.work_dir or tempfile.mkdtemp(prefix='benchmark_deploy_')
     load = os.getloadavg()[0]
     print(f'ONNX Runtime {onnxruntime.__version__} (CPUExecutionProvider, default threads) on '
           f'{os.cpu_count()} CPUs, torch {torch.__version__}; load average at start {load:.2f} '

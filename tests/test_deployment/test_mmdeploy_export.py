@@ -133,9 +133,9 @@ def runs_without_mmdeploy(onnx_file: str, inputs: torch.Tensor, backend) -> None
     import numpy as np
     import onnx
     import onnxruntime
-    graph = onnx.load(onnx_file)
-    assert {node.domain for node in graph.node} <= {'', 'ai.onnx'}
-    assert [(o.domain, o.version) for o in graph.opset_import] == [('', 16)]
+    model = onnx.load(onnx_file)
+    assert {node.domain for node in model.graph.node} <= {'', 'ai.onnx'}
+    assert [(o.domain, o.version) for o in model.opset_import] == [('', 16)]
     session = onnxruntime.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
     plain = session.run(None, {'input': inputs.numpy()})
     wrapped = backend.wrapper({'input': inputs})

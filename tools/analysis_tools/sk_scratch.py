@@ -287,6 +287,8 @@ def report(results: dict, args) -> dict:
                      ', '.join(f'{s:.2f}' for s in e['s_per_iter'] if s)])
     md += md_table(['arm', 'mAP mean ± std (seeds)', 'paired diff. to its plain arm (wins)',
                     'params, FLOPs, train step / plain', 's/iter (per seed)'], rows)
+    md += ['', 's/iter: the median of each training run, as the machine was then (other runs '
+           'shared it): not a cost comparison; the cost column is one.']
     ungated = table[GATE_COMPARISON[0]]
     md += ['', 'The gate from scratch: SK without the gate against the gated SK (YOLOX-tiny): '
            f'{_paired_cell(ungated.get("vs_gated"), ungated.get("vs_gated_verdict"))}.']
@@ -307,8 +309,7 @@ def report(results: dict, args) -> dict:
         md += ['', f'Cost at {cost["shape"][0]} x {cost["shape"][1]}, batch 1: params, FLOPs '
                "(MMEngine's counter), train step (forward + backward) relative to the family's "
                f'plain arm, median of {cost["rounds"]} interleaved rounds in one process '
-               f'({cost["threads"]} threads, load average {cost["load_avg"]:.1f} at the end). '
-               's/iter: the median of each training run, as the machine was then.']
+               f'({cost["threads"]} threads, load average {cost["load_avg"]:.1f} at the end).']
     md += ['', f'`make demo` (rule 6): {demo["why"]}.']
     base = osp.join(ROOT, args.report_dir, 'sk_scratch')
     write_text(base + '.md', md)

@@ -176,6 +176,6 @@ def test_cost_counts_and_times_every_arm_against_plain(monkeypatch, tmp_path):
     # kept: the second call reads the stored result instead of measuring again
     stored = json.loads((tmp_path / 'store' / 'cost.json').read_text())
     assert stored['arms'] == out
-    monkeypatch.setattr(sk_ablation, 'write_config', None)  # would fail if it ran again
+    monkeypatch.setattr('sk_lab.cost.write_config', None)  # would fail if it ran again
     assert sk_ablation.cost_run(dict(name='cost', config=sk_ablation.PLAIN, seed=0,
                                      rounds=1), args)['arms'] == out

@@ -69,7 +69,6 @@ iterations + P 500 + scratch 500 = 5,200 training iterations, about 4-5 hours wi
 evaluations; 5 seeds would double the fine-tuning and do not fit. Outputs:
 ``--report-dir``/sk_ablation.{md,json,png}.
 """
-import os
 import os.path as osp
 import statistics
 import sys
@@ -79,7 +78,7 @@ from sk_lab.cost import detector_costs
 from sk_lab.report import md_table, seed_plot, write_json, write_text
 from sk_lab.runs import (FT_ITERS, ROOT, collect, experiment_parser, kept, kept_result, repo_path, save_result,
                          set_gate_keys, set_sk_option, sh, stored, test_run, train_run,
-                         weights_digest, write_config)
+                         weights_digest)
 from sk_lab.stats import choose_default, fmt, paired_difference, paired_verdict, summary
 
 PLAIN = 'configs/demo/faster-rcnn_r18_fpn_shapes.py'
@@ -178,12 +177,8 @@ def scale_run(run, args, work_dir, config):
 def cost_run(run, args, work_dir, config):
     """Params, FLOPs and train-step time of every arm, the time relative to ``plain``."""
     print(f'[{time.strftime("%H:%M:%S")}] cost of every arm', flush=True)
-    configs = {}
-    for arm in ARMS:
-        arm_dir = osp.join(work_dir, arm)
-        os.makedirs(arm_dir, exist_ok=True)
-        configs[arm] = write_config(arm_run(arm, 0), arm_dir)
-    cost = detector_costs(configs, {arm: 'plain' for arm in ARMS}, DEMO_SHAPE, run['rounds'])
+    cost = detector_costs({arm: arm_run(arm, 0) for arm in ARMS}, {arm: 'plain' for arm in ARMS},
+                          work_dir, DEMO_SHAPE, run['rounds'])
     return dict(name=run['name'], seed=0, shape=DEMO_SHAPE, rounds=run['rounds'], **cost)
 
 

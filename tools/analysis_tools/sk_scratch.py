@@ -69,7 +69,6 @@ Size: 6 arms x 3 seeds = 18 trainings: YOLOX about 0.5-0.8 s/iteration, Faster R
 on 2 cores, about 5 hours with the validations: more than one session; ``make scratch``
 continues where the last one stopped. Outputs: ``--report-dir``/sk_scratch.{md,json,png}.
 """
-import os
 import os.path as osp
 import statistics
 import time
@@ -77,7 +76,7 @@ import time
 from sk_lab.cost import detector_costs
 from sk_lab.report import md_table, seed_plot, write_json, write_text
 from sk_lab.runs import (ROOT, collect, experiment_parser, initial_weights, kept, stored,
-                         train_run, write_config)
+                         train_run)
 from sk_lab.stats import fmt, paired_difference, paired_verdict, summary
 
 YOLOX = 'configs/demo/yolox_tiny_shapes.py'
@@ -165,13 +164,9 @@ def plan(families, args, digests=None) -> list:
 def cost_run(run, args, work_dir, config):
     """Params, FLOPs and train-step time of every arm against its family's plain arm."""
     print(f'[{time.strftime("%H:%M:%S")}] cost of every arm', flush=True)
-    configs = {}
-    for arm in ARMS:
-        arm_dir = osp.join(work_dir, arm)
-        os.makedirs(arm_dir, exist_ok=True)
-        configs[arm] = write_config(arm_run(arm, 0), arm_dir)
     baselines = {arm: FAMILIES[ARMS[arm][0]][1] for arm in ARMS}
-    cost = detector_costs(configs, baselines, DEMO_SHAPE, run['rounds'])
+    cost = detector_costs({arm: arm_run(arm, 0) for arm in ARMS}, baselines, work_dir,
+                          DEMO_SHAPE, run['rounds'])
     return dict(stored(run), shape=DEMO_SHAPE, **cost)
 
 

@@ -3,18 +3,23 @@
 against its baseline arm, measured in one process so that the ratios share one machine state."""
 import logging
 import os
+import os.path as osp
 from typing import Dict, Sequence
 
 import torch
 
+from .runs import write_config
 
-def detector_costs(configs: Dict[str, str], baselines: Dict[str, str], shape: Sequence[int],
-                   rounds: int) -> dict:
+
+def detector_costs(runs: Dict[str, dict], baselines: Dict[str, str], work_dir: str,
+                   shape: Sequence[int], rounds: int) -> dict:
     """Params, FLOPs and train-step time of every arm's detector, the time as a ratio.
 
     Args:
-        configs (dict): Arm -> config file of its run.
+        runs (dict): Arm -> a run of it (:mod:`sk_lab.runs`), whose config is written to
+            ``<work_dir>/<arm>/config.py`` and measured.
         baselines (dict): Arm -> the arm its train step is divided by (itself for a baseline).
+        work_dir (str): Where the configs are written.
         shape (Sequence[int]): Input (H, W); batch 1 with three ground-truth boxes.
         rounds (int): Interleaved rounds (each calls every arm's step once); the median counts.
 
@@ -33,6 +38,10 @@ def detector_costs(configs: Dict[str, str], baselines: Dict[str, str], shape: Se
     logger = MMLogger.get_current_instance()
     level = logger.level
     logger.setLevel(logging.ERROR)
+    configs = {}
+    for arm, run in runs.items():
+        os.makedirs(osp.join(work_dir, arm), exist_ok=True)
+        configs[arm] = write_config(run, osp.join(work_dir, arm))
     out, steps = {}, {}
     try:
         for arm, config in configs.items():

@@ -304,7 +304,7 @@ def report(results: dict, args) -> dict:
         md += ['', f'Cost at {cost["shape"][0]} x {cost["shape"][1]}, batch 1: params, FLOPs '
                "(MMEngine's counter), train step (forward + backward) relative to the family's "
                f'plain arm, median of {cost["rounds"]} interleaved rounds in one process '
-               f'({cost["threads"]} threads, load average {cost["load_avg"]:.1f} at the end).']
+               f'({cost["threads"]} thread{"s" if cost["threads"] != 1 else ""}, load average {cost["load_avg"]:.1f} at the end).']
     md += ['', f'`make demo` (rule 6): {demo["why"]}.']
     base = osp.join(ROOT, args.report_dir, 'sk_scratch')
     write_text(base + '.md', md)

@@ -78,7 +78,15 @@ def test_benchmark_sk_quick(tmp_path):
             assert mb['floor'] <= mb['SK'] <= mb['portable'], row['what']
             if not row['what'].startswith('SKNet'):
                 assert set(row['passes']) == {'copy', 'pool', 'select', 'dot', 'grad'}
-                assert sum(line.startswith('  passes over a') for line in out.splitlines()) == 3
+        if not row['what'].startswith('SKNet'):
+            # the cost per call, timed on a small map; the attention network is part of it
+            call = row['per_call']
+            assert set(call) == {'SK', 'portable'} | (
+                {'attention'} if row['mode'] == 'fwd+bwd' else set())
+            assert 'attention' not in call or call['attention'] > 0
+    lines = out.splitlines()
+    for start in ('  passes over a', '  train: 2 branches', '  infer: pool and select'):
+        assert sum(line.startswith(start) for line in lines) == 3, start
 
 
 def test_benchmark_sk_skconv_only(tmp_path):

@@ -55,7 +55,9 @@ inference: SKAttention (paper and grouped presets, four map sizes; inference fol
 ``torch.compile`` and ONNX export see, and how the unit ran before its fused Function). Each
 SKAttention and SKConv row also times, alone, every pass over the maps that SK adds to its
 floor (pooling, select, and per branch the backward's weight-gradient dot and map gradient)
-and sums them against the measured excess.
+and its cost per call, which does not scale with the map (SK minus the floor on a 4x4 map of
+the same batch and channels; of it, the attention network alone), and sums them against the
+measured excess.
 
 Each grid runs its shapes from small to large, in families (a preset; a network). A combo
 whose reference fwd+bwd (the reference's; SK's), estimated from the largest shape measured so far
@@ -427,8 +429,8 @@ def pass_costs(unit: nn.Module, x: Tensor, grad: Tensor, device: torch.device,
     """Milliseconds of each pass over the maps that SK adds to its floor, timed alone
     (interleaved) on the unit's own branch maps: per branch ``pool`` (its sum), ``dot`` (the
     selection weight's gradient, :func:`channel_dot`) and ``grad`` (its map gradient,
-    :func:`channel_affine`); once ``select`` (the weighted sum into a new map); ``copy``, a map's copy,
-    for scale."""
+    :func:`channel_affine`); once ``select`` (the weighted sum into a new map); ``copy``, a
+    map's copy, for scale."""
     with torch.no_grad():
         feats = branches_of(unit)(x)
         w = torch.softmax(torch.randn(len(feats), *feats[0].shape[:2], 1, 1), 0).to(x)
@@ -440,6 +442,43 @@ def pass_costs(unit: nn.Module, x: Tensor, grad: Tensor, device: torch.device,
         dot=lambda: channel_dot(grad, feats[0], torch.float32),
         grad=lambda: channel_affine(grad, w[0, ..., 0, 0], shift))
     return measure(fns, device, args.budget, args.repeats)[0]
+
+
+#: The map on which the per-call cost is timed: SK minus its floor there is the part of SK's
+#: excess that does not scale with the map (its passes over 16 values per channel are nil).
+PER_CALL_MAP = (4, 4)
+#: Interleaved rounds of the per-call timings (sub-millisecond calls need many).
+PER_CALL_ROUNDS = 100
+
+
+def per_call_costs(unit: nn.Module, train: Dict[str, Tuple[Callable, nn.Module]],
+                   infer: Dict[str, Callable], shape: Shape, device: torch.device,
+                   args) -> List[dict]:
+    """The cost per call that does not scale with the map, for the ``fwd+bwd`` and ``infer``
+    rows: SK and portable minus the floor on a ``PER_CALL_MAP`` map of the same batch and
+    channels (interleaved, ``PER_CALL_ROUNDS`` rounds), and on the ``fwd+bwd`` row the
+    attention network alone (``fc`` ... softmax, forward and backward, on the pooled (B, C)
+    descriptor), which is part of it."""
+    gen = torch.Generator().manual_seed(2)
+    small = (*shape[:2], *PER_CALL_MAP)
+    x = torch.randn(small, generator=gen).to(device)
+    grad = torch.randn(small, generator=gen).to(device)
+    args = argparse.Namespace(**{**vars(args), 'repeats': max(args.repeats, PER_CALL_ROUNDS)})
+    rows = floor_measure(train, infer, x, grad, device, args)
+    per_call = [{k: ms[k] - ms['floor'] for k in ('SK', 'portable')}
+                for ms in (r['ms'] for r in rows)]
+    pooled = torch.randn(shape[:2], generator=gen).to(device).requires_grad_()
+    params = [p for m in (unit.fc, unit.fuse_norm, unit.fuse_act, *unit.fcs) if m is not None
+              for p in m.parameters()]
+    weights = unit._weights_from_pooled(pooled)
+    grad_w = torch.randn(weights.shape, generator=gen).to(device)
+
+    def attend():
+        return torch.autograd.grad(unit._weights_from_pooled(pooled), [pooled, *params], grad_w)
+
+    per_call[0]['attention'] = measure(dict(attention=attend), device, args.budget,
+                                       args.repeats)[0]['attention']
+    return per_call
 
 
 def floor_block_combo(preset: str, shape: Shape, device: torch.device, args) -> List[dict]:
@@ -455,6 +494,8 @@ def floor_block_combo(preset: str, shape: Shape, device: torch.device, args) -> 
     rows = floor_measure(train, infer, x, grad, device, args)
     rows[0]['passes'] = pass_costs(ours, x, grad, device, args)
     rows[0]['branches'] = len(ours.convs)
+    for row, cost in zip(rows, per_call_costs(ours, train, infer, shape, device, args)):
+        row['per_call'] = cost
     return [dict(what=f'SKAttention {preset}', shape=list(shape), **r) for r in rows]
 
 
@@ -473,6 +514,8 @@ def floor_slot_combo(slot: dict, device: torch.device, args) -> List[dict]:
     rows = floor_measure(train, infer, x, grad, device, args)
     rows[0]['passes'] = pass_costs(sk, x, grad, device, args)
     rows[0]['branches'] = sk.branches
+    for row, cost in zip(rows, per_call_costs(sk, train, infer, slot['shape'], device, args)):
+        row['per_call'] = cost
     return [dict(what=f'SKConv {slot["net"]} {slot["stage"]}', shape=slot['shape'], **r)
             for r in rows]
 
@@ -523,16 +566,30 @@ def floor_line(r: dict) -> str:
             f'{fmt(mb.get("SK"), ".1f", 8)}{fmt(mb.get("portable"), ".1f", 8)}')
 
 
-def pass_line(r: dict) -> str:
-    """What SK's passes over the maps cost, timed alone, against the measured excess."""
-    p, k, ms = r['passes'], r['branches'], r['ms']
+def pass_lines(train: dict, infer: dict) -> List[str]:
+    """What SK's passes over the maps cost, timed alone, and its cost per call, against the
+    excess measured over the floor: training (every pass) and inference (pooling and select)."""
+    p, k = train['passes'], train['branches']
     fwd = k * p['pool'] + p['select']
     bwd = k * (p['dot'] + p['grad'])
-    return (f'  passes over a {"x".join(map(str, r["shape"]))} map, ms: copy {p["copy"]:.2f}; '
-            f'pool {p["pool"]:.2f}, select {p["select"]:.2f}, dot {p["dot"]:.2f}, grad '
-            f'{p["grad"]:.2f}; {k} branches: fwd {fwd:.2f} + bwd {bwd:.2f} = '
-            f'{(fwd + bwd) / ms["floor"]:.3f} of the floor (SK - floor measured: '
-            f'{(ms["SK"] - ms["floor"]) / ms["floor"]:.3f})')
+    call, call_inf = train['per_call'], infer['per_call']
+    size = 'x'.join(map(str, PER_CALL_MAP))
+
+    def explained(row, passes, per_call):
+        floor = row['ms']['floor']
+        return (f'= {(passes + per_call) / floor:.3f} of the floor (SK - floor measured: '
+                f'{(row["ms"]["SK"] - floor) / floor:.3f})')
+
+    return [
+        f'  passes over a {"x".join(map(str, train["shape"]))} map, ms: copy {p["copy"]:.2f}; '
+        f'pool {p["pool"]:.2f}, select {p["select"]:.2f}, dot {p["dot"]:.2f}, grad '
+        f'{p["grad"]:.2f}; per call (SK - floor on a {size} map): train {call["SK"]:.2f}, of '
+        f'it the attention network {call["attention"]:.2f}; infer {call_inf["SK"]:.2f}',
+        f'  train: {k} branches\' passes fwd {fwd:.2f} + bwd {bwd:.2f} + per call '
+        f'{call["SK"]:.2f} ' + explained(train, fwd + bwd, call['SK']),
+        f'  infer: pool and select {fwd:.2f} + per call {call_inf["SK"]:.2f} ' +
+        explained(infer, fwd, call_inf['SK']),
+    ]
 
 
 def floor_summary(rows: List[dict]) -> List[str]:
@@ -751,11 +808,12 @@ def run_floor(args, device: torch.device) -> List[dict]:
               [lambda s=s: floor_slot_combo(s, device, args) for s in slots] +
               [lambda st=st, s=s: floor_stage_combo(st, s, device, args) for st, s in stages])
     for combo in combos:
-        for r in combo():
+        combo_rows = combo()
+        for r in combo_rows:
             print(floor_line(r), flush=True)
-            if 'passes' in r:
-                print(pass_line(r), flush=True)
-            rows.append(r)
+        if 'passes' in combo_rows[0]:
+            print('\n'.join(pass_lines(*combo_rows)), flush=True)
+        rows += combo_rows
     print(f'{len(rows)} rows in {time.perf_counter() - start:.0f} s; load average '
           f'{os.getloadavg()[0]:.2f}')
     print('against the floor:')

@@ -180,6 +180,11 @@ def test_the_yolox_pilot_decides_whether_the_family_runs(monkeypatch, tmp_path):
     pilot_map = 0.3
     sk_scratch.scratch(args)
     assert trained[:2] == ['pilot_yolox_plain_s100', 'yolox_plain_s0'] and len(trained) == 19
+    # --arms trains those arms only (another process may train the others)
+    trained.clear()
+    sk_scratch.scratch(sk_scratch.parse_args(['--work-dir', str(tmp_path), '--no-cost',
+                                              '--families', 'frcnn', '--arms', 'frcnn_sk']))
+    assert trained == ['frcnn_sk_s0', 'frcnn_sk_s1', 'frcnn_sk_s2']
 
 
 def test_the_pilot_is_not_a_seed_of_the_plain_arm(tmp_path):

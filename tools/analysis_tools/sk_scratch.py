@@ -4,6 +4,7 @@
 
     python tools/analysis_tools/sk_scratch.py            # or: make scratch
     python tools/analysis_tools/sk_scratch.py --report   # only rebuild the report
+    python tools/analysis_tools/sk_scratch.py --families frcnn --arms frcnn_sk  # a part
 
 Every run is ``tools/train.py`` on a config derived from a demo config (written beside its
 results). A finished run's result is kept under ``--work-dir`` and in ``--store`` (committed)
@@ -118,6 +119,9 @@ def parse_args(argv=None):
     parser.add_argument('--families', nargs='*', choices=list(FAMILIES),
                         default=list(FAMILIES),
                         help='families to run, in this order (none: the cost and the report)')
+    parser.add_argument('--arms', nargs='+', choices=list(ARMS), default=list(ARMS),
+                        help='arms to train (all by default); two processes with other arms '
+                        'share the machine without training the same run')
     parser.add_argument('--no-cost', action='store_true', help='skip the cost measurement')
     return parser.parse_args(argv)
 
@@ -187,7 +191,8 @@ def scratch(args) -> None:
                   'the YOLOX family is not run', flush=True)
             families.remove('yolox')
     for run in plan(families, args, digests):
-        train_run(run, args)
+        if run['arm'] in args.arms:
+            train_run(run, args)
     if not args.no_cost:
         cost_run(dict(name='cost', config=FRCNN, seed=0, rounds=15), args)
 

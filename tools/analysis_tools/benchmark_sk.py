@@ -470,8 +470,7 @@ def per_call_costs(unit: nn.Module, train: Dict[str, Tuple[Callable, nn.Module]]
     pooled = torch.randn(shape[:2], generator=gen).to(device).requires_grad_()
     params = [p for m in (unit.fc, unit.fuse_norm, unit.fuse_act, *unit.fcs) if m is not None
               for p in m.parameters()]
-    weights = unit._weights_from_pooled(pooled)
-    grad_w = torch.randn(weights.shape, generator=gen).to(device)
+    grad_w = torch.randn(len(unit.fcs), *shape[:2], generator=gen).to(device)  # (K, B, C)
 
     def attend():
         return torch.autograd.grad(unit._weights_from_pooled(pooled), [pooled, *params], grad_w)
